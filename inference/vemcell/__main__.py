@@ -1,0 +1,7 @@
+"""Allow ``python -m vemcell`` (the Blender add-on starts the backend this way)."""
+
+import sys
+
+from vemcell.cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""The ``vemcell`` command line: one entry point, one sub-command module per verb.
+
+Every failure the user can fix is one line on stderr and a nonzero exit; ``--debug`` shows the
+traceback. Each module in :mod:`vemcell.commands` defines ``HELP``, ``add_arguments(parser)``
+and ``run(args) -> int`` and is listed in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from vemcell import __version__
+from vemcell.errors import VemcellError
+
+# sub-command name -> module under vemcell.commands
+COMMANDS: dict[str, str] = {
+    "info": "info",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used by the docs and the tests)."""
+    parser = argparse.ArgumentParser(
+        prog="vemcell",
+        description="One-click 3D cell models from volume electron microscopy.",
+    )
+    parser.add_argument("--version", action="version", version=f"vemcell {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    common.add_argument(
+        "--progress",
+        choices=["bar", "json", "none"],
+        default="bar",
+        help="progress on a terminal (bar), as JSON lines on stdout (json), or none",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, modname in COMMANDS.items():
+        mod = importlib.import_module(f"vemcell.commands.{modname}")
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP, parents=[common])
+        mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._module.run(args) or 0)
+    except VemcellError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"vemcell {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"vemcell {args.command}: cancelled.", file=sys.stderr)
+        return 130
+    except MemoryError:
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"vemcell {args.command}: error: out of memory; try a smaller volume or crop.",
+            file=sys.stderr,
+        )
+        return 3
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if args.debug:
+            traceback.print_exc()
+        print(
+            f"vemcell {args.command}: internal error: {type(exc).__name__}: {exc} "
+            "(run again with --debug for the traceback and report it).",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

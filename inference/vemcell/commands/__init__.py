@@ -1,0 +1,1 @@
+"""One module per ``vemcell`` sub-command; each is a thin wrapper over library functions."""

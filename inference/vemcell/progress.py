@@ -1,0 +1,91 @@
+"""Progress reporting: a bar on a terminal, JSON lines for the Blender add-on, or nothing.
+
+Stages carry weights so ``fraction`` is always the overall fraction of the whole job, which is
+what a single progress bar in Blender needs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TextIO
+
+
+class Progress:
+    """Report overall progress of a job made of weighted stages.
+
+    Parameters
+    ----------
+    mode : {"bar", "json", "none"}
+        ``bar`` draws on stderr (only when it is a terminal), ``json`` writes one object per
+        line on stdout: ``{"stage", "fraction", "message"}``.
+    stages : sequence of (name, weight)
+        The stages this job will go through, in order.
+    """
+
+    def __init__(
+        self,
+        mode: str = "bar",
+        stages: Sequence[tuple[str, float]] = (),
+        stream: TextIO | None = None,
+    ) -> None:
+        if mode not in ("bar", "json", "none"):
+            raise ValueError(f"unknown progress mode {mode!r}")
+        self.mode = mode
+        self.stream = stream
+        total = sum(w for _, w in stages) or 1.0
+        self._offsets: dict[str, tuple[float, float]] = {}
+        acc = 0.0
+        for name, weight in stages:
+            self._offsets[name] = (acc / total, weight / total)
+            acc += weight
+        self._stage = ""
+        self._last_emit = 0.0
+        self._last_fraction = -1.0
+
+    @contextmanager
+    def stage(self, name: str, message: str = "") -> Iterator[Progress]:
+        """Enter a stage; on exit it is reported complete."""
+        self._stage = name
+        self._offsets.setdefault(name, (self._overall(0.0), 0.0))
+        self.update(0.0, message or name, force=True)
+        yield self
+        self.update(1.0, message or name, force=True)
+
+    def _overall(self, fraction: float) -> float:
+        start, width = self._offsets.get(self._stage, (0.0, 0.0))
+        return min(1.0, max(0.0, start + width * min(max(fraction, 0.0), 1.0)))
+
+    def update(self, fraction: float, message: str = "", force: bool = False) -> None:
+        """Report ``fraction`` (0..1) of the current stage done."""
+        overall = self._overall(fraction)
+        now = time.monotonic()
+        if not force and (now - self._last_emit < 0.2 or overall == self._last_fraction):
+            return
+        self._last_emit, self._last_fraction = now, overall
+        if self.mode == "json":
+            out = self.stream or sys.stdout
+            record = {"stage": self._stage, "fraction": round(overall, 4), "message": message}
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+        elif self.mode == "bar":
+            out = self.stream or sys.stderr
+            if not out.isatty():
+                return
+            width = 30
+            filled = int(round(overall * width))
+            bar = "#" * filled + "-" * (width - filled)
+            text = f"\r[{bar}] {overall * 100:5.1f}% {self._stage}: {message}"[:120]
+            out.write(text.ljust(120))
+            if overall >= 1.0:
+                out.write("\n")
+            out.flush()
+
+    def done(self, message: str = "done") -> None:
+        """Report the whole job finished."""
+        self._stage = "done"
+        self._offsets["done"] = (1.0, 0.0)
+        self.update(1.0, message, force=True)
