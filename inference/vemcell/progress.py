@@ -76,7 +76,7 @@ class Progress:
             if not out.isatty():
                 return
             width = 30
-            filled = int(round(overall * width))
+            filled = round(overall * width)
             bar = "#" * filled + "-" * (width - filled)
             text = f"\r[{bar}] {overall * 100:5.1f}% {self._stage}: {message}"[:120]
             out.write(text.ljust(120))
