@@ -450,3 +450,25 @@ def value_range(vol: Volume) -> tuple[float, float]:
         lo = min(lo, float(np.nanmin(slab)))
         hi = max(hi, float(np.nanmax(slab)))
     return lo, hi
+
+
+def read_tiff_info(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON stored by :func:`write_tiff`'s ``metadata`` (ImageJ ``Info``), if any.
+
+    vemcell label volumes carry their class names and colours this way, so ``vemcell mesh``
+    and the Blender add-on can name and colour them without the model card.
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            info = (tif.imagej_metadata or {}).get("Info")
+    except Exception:
+        return None
+    if not info:
+        return None
+    try:
+        data = json.loads(info)
+    except (TypeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
