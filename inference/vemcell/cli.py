@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import traceback
 
@@ -18,6 +19,8 @@ from vemcell.errors import VemcellError
 # sub-command name -> module under vemcell.commands
 COMMANDS: dict[str, str] = {
     "info": "info",
+    "segment": "segment",
+    "run": "run",
 }
 
 
@@ -45,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _sigterm_as_interrupt() -> None:
+    """Let SIGTERM (how the Blender add-on cancels) unwind like Ctrl-C, so cleanup runs."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a test runner thread)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     parser = build_parser()
@@ -52,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    _sigterm_as_interrupt()
     try:
         return int(args._module.run(args) or 0)
     except VemcellError as exc:

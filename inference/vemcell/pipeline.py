@@ -1,0 +1,294 @@
+"""The one pipeline definition: volume → organelle labels → meshes → measurements → run folder.
+
+The CLI (`vemcell run`), the Blender add-on's subprocess and headless rendering all call
+:func:`run`. Everything is written into a temporary sibling folder that replaces ``out`` only
+when the whole job has succeeded, so a failure or a cancel leaves no half-written results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vemcell import __version__
+from vemcell.errors import VemcellError
+from vemcell.io import Volume, read_volume, write_tiff
+from vemcell.modelcard import ModelCard, resolve_model
+from vemcell.progress import Progress
+
+STAGES = [
+    ("read", 2.0),
+    ("segment", 60.0),
+    ("cells", 8.0),
+    ("mesh", 22.0),
+    ("measure", 5.0),
+    ("write", 3.0),
+]
+
+
+@dataclass
+class RunOptions:
+    """Every knob of a pipeline run (recorded verbatim in report.json)."""
+
+    model: str | None = None
+    directions: int = 3
+    median: int = 3
+    fuse: str = "mean"
+    denoise: str = "none"
+    voxel_size_nm: tuple[float, float, float] | None = None
+    smooth: int = 10
+    decimate: float = 0.5
+    mesh_format: str = "ply"
+    separate_cells: str = "auto"
+    foreground: str = "auto"
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB (what report.json and benchmarks quote)."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 1024.0 if sys.platform != "darwin" else peak / 1024.0 / 1024.0
+    except ImportError:  # Windows
+        import psutil
+
+        return psutil.Process().memory_info().peak_wset / 1024.0 / 1024.0
+
+
+def versions() -> dict[str, str]:
+    """Versions of vemcell and the libraries that shape its results."""
+    out = {"vemcell": __version__, "python": platform.python_version()}
+    for mod in ("numpy", "scipy", "skimage", "onnxruntime", "zmesh", "trimesh", "tifffile"):
+        try:
+            out[mod] = str(__import__(mod).__version__)
+        except Exception:
+            out[mod] = "missing"
+    return out
+
+
+@contextmanager
+def staged_output(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder that replaces ``out`` on success; removed on failure."""
+    final = Path(out).resolve()
+    if final.exists() and not final.is_dir():
+        raise VemcellError(f"'{final}' exists and is a file; --out must be a folder.")
+    if final.is_dir() and any(final.iterdir()) and not (final / "report.json").exists():
+        raise VemcellError(
+            f"'{final}' already holds files that are not a vemcell run; choose another --out."
+        )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield tmp
+        old = None
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - t0, 3)
+
+
+def _classes_to_mesh(card_info: dict[str, Any]) -> list[tuple[int, str, tuple]]:
+    bg = card_info.get("background_class")
+    return [
+        (i, c["name"], tuple(c["color"])) for i, c in enumerate(card_info["classes"]) if i != bg
+    ]
+
+
+def run(
+    volume_path: str | os.PathLike,
+    out: str | os.PathLike,
+    options: RunOptions | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Run the whole pipeline on one volume and write the run folder ``out``.
+
+    Returns the report (also written as ``out/report.json``).
+    """
+    from vemcell import export, measure, mesh, segment
+
+    opt = options or RunOptions()
+    if opt.mesh_format not in ("ply", "obj", "stl"):
+        raise VemcellError(f"--format must be ply, obj or stl, not {opt.mesh_format!r}.")
+    if not 0.0 <= opt.decimate < 1.0:
+        raise VemcellError(f"--decimate must be a fraction in [0, 1), not {opt.decimate}.")
+    if opt.smooth < 0:
+        raise VemcellError(f"--smooth must be 0 or more iterations, not {opt.smooth}.")
+    prog = progress or Progress("none", STAGES)
+    timer = _Timer()
+    t_start = time.perf_counter()
+    card = resolve_model(opt.model)
+    with staged_output(out) as tmp:
+        with timer("read"), prog.stage("read", "reading the volume"):
+            vol = read_volume(volume_path, voxel_size_nm=opt.voxel_size_nm)
+            if not isinstance(vol.data, np.ndarray):
+                vol.data = vol.array()
+        with timer("segment"), prog.stage("segment", f"segmenting with {card.name}"):
+            seg_result = segment.segment(
+                vol,
+                card,
+                directions=opt.directions,
+                median=opt.median,
+                fuse=opt.fuse,
+                denoise=opt.denoise,
+                threads=opt.threads,
+                progress=prog,
+            )
+        labels = seg_result.labels
+        info = segment.label_info(card)
+        instances, cells_report = _separate_cells(vol, labels, card, opt, prog, timer)
+        if instances is not None:
+            labels = np.where(instances > 0, labels, card.background_class or 0).astype(np.uint8)
+        if not np.any(
+            labels != (card.background_class if card.background_class is not None else -1)
+        ):
+            raise VemcellError(
+                f"Model {card.name} found no organelles in this volume; check the voxel size "
+                f"({'×'.join(f'{v:g}' for v in vol.voxel_size_nm)} nm) and that the data "
+                "resembles what the model was trained on."
+            )
+        classes = _classes_to_mesh(info)
+        with timer("mesh"), prog.stage("mesh", "building meshes"):
+            meshes = mesh.mesh_labels(
+                labels,
+                vol.voxel_size_nm,
+                classes,
+                instances=instances,
+                smooth=opt.smooth,
+                decimate=opt.decimate,
+                progress=prog,
+            )
+        with timer("measure"), prog.stage("measure", "measuring organelles"):
+            rows = measure.measure(
+                labels, vol.voxel_size_nm, classes, instances=instances, meshes=meshes
+            )
+        with timer("write"), prog.stage("write", "writing results"):
+            write_tiff(tmp / "labels.tif", labels, vol.voxel_size_nm, metadata=info)
+            if instances is not None:
+                write_tiff(
+                    tmp / "cells.tif",
+                    instances,
+                    vol.voxel_size_nm,
+                    metadata={"vemcell": "instances/1", **cells_report},
+                )
+            export.write_outputs(tmp, meshes, rows, mesh_format=opt.mesh_format)
+            measure.write_csv(rows, tmp / "measurements.csv")
+            (tmp / "measurements.json").write_text(
+                json.dumps(measure.summary(rows), indent=2), encoding="utf-8"
+            )
+            report = _report(vol, card, opt, seg_result, timer, t_start, cells_report, meshes)
+            (tmp / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    prog.done(f"wrote {Path(out)}")
+    return report
+
+
+def _separate_cells(
+    vol: Volume,
+    labels: np.ndarray,
+    card: ModelCard,
+    opt: RunOptions,
+    prog: Progress,
+    timer: _Timer,
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """Cell instances for the volume, or None when cells are not separated."""
+    if opt.separate_cells == "off":
+        return None, {"separated": False, "reason": "turned off"}
+    try:
+        from vemcell import cells
+    except ImportError:
+        return None, {"separated": False, "reason": "cell separation is not installed"}
+    with timer("cells"), prog.stage("cells", "separating cells"):
+        provider = opt.foreground
+        if provider == "auto":
+            provider = cells.default_provider(card)
+        mask, used = cells.foreground(
+            vol.array(),
+            vol.voxel_size_nm,
+            provider=provider,
+            card=card,
+            unet_labels=labels,
+            progress=prog,
+        )
+        ids = cells.separate_cells(mask, vol.voxel_size_nm)
+    n = int(ids.max())
+    report = {"separated": n > 0, "foreground": used, "cells": n}
+    if n == 0 or (n == 1 and opt.separate_cells == "auto"):
+        report["separated"] = False
+        report["reason"] = f"{n} cell(s) found"
+        return None, report
+    return ids.astype(np.uint16), report
+
+
+def _report(
+    vol: Volume,
+    card: ModelCard,
+    opt: RunOptions,
+    seg_result: Any,
+    timer: _Timer,
+    t_start: float,
+    cells_report: dict[str, Any],
+    meshes: list[Any],
+) -> dict[str, Any]:
+    params = asdict(opt)
+    params["voxel_size_nm"] = list(opt.voxel_size_nm) if opt.voxel_size_nm else None
+    return {
+        "vemcell": "report/1",
+        "input": {
+            "path": str(Path(vol.path).resolve()),
+            "format": vol.format,
+            "shape_zyx": list(vol.shape),
+            "dtype": str(vol.dtype),
+            "voxel_size_nm_zyx": list(vol.voxel_size_nm),
+            "voxel_size_source": vol.voxel_size_source,
+        },
+        "model": {
+            "name": card.name,
+            "path": str(card.onnx_path),
+            "classes": card.class_names,
+            "voxel_size_nm": card.voxel_size_nm,
+        },
+        "segmentation": {
+            "working_voxel_nm": list(seg_result.working_voxel_nm),
+            "working_shape_zyx": list(seg_result.working_shape),
+            "execution_providers": seg_result.providers,
+        },
+        "cells": cells_report,
+        "meshes": len(meshes),
+        "parameters": params,
+        "timings_s": {**timer.seconds, "total": round(time.perf_counter() - t_start, 3)},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "versions": versions(),
+        "notes": vol.notes,
+    }

@@ -1,0 +1,192 @@
+"""Segmentation: tiling, 3-direction fusion, the median filter, preprocessing and model cards."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tiny_models import make_band_model
+from vemcell import preprocess, segment
+from vemcell.errors import VemcellError
+from vemcell.io import Volume
+from vemcell.modelcard import load_card, resolve_model
+
+
+@pytest.fixture()
+def band_card(tmp_path):
+    return load_card(make_band_model(tmp_path, tile=64))
+
+
+def banded_volume(shape=(40, 70, 90), seed=0):
+    """Three intensity classes in blobs: background 0.1, a block 0.5, a ball 0.9."""
+    z, y, x = np.indices(shape)
+    img = np.full(shape, 0.1, np.float32)
+    truth = np.zeros(shape, np.uint8)
+    block = (z > 5) & (z < 35) & (y > 10) & (y < 60) & (x > 10) & (x < 80)
+    img[block], truth[block] = 0.5, 1
+    ball = (z - 20) ** 2 + (y - 35) ** 2 + (x - 45) ** 2 < 12**2
+    img[ball], truth[ball] = 0.9, 2
+    return img, truth
+
+
+def test_predict_slices_are_probabilities(band_card):
+    seg = segment.Segmenter(band_card, threads=1)
+    x = np.random.default_rng(0).random((3, 37, 50), dtype=np.float32)
+    p = seg.predict_slices(x)
+    assert p.shape == (3, 3, 37, 50)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_tiled_prediction_matches_untiled(tmp_path):
+    small = load_card(make_band_model(tmp_path / "a", tile=32))
+    big = load_card(make_band_model(tmp_path / "b", tile=256))
+    x = np.random.default_rng(1).random((2, 150, 205), dtype=np.float32)
+    tiled = segment.Segmenter(small, threads=1, batch_size=5).predict_slices(x)
+    whole = segment.Segmenter(big, threads=1).predict_slices(x)
+    assert tiled.shape == whole.shape == (2, 3, 150, 205)
+    np.testing.assert_allclose(tiled, whole, atol=1e-4)
+
+
+def test_logits_output_gets_softmax(tmp_path):
+    card = load_card(make_band_model(tmp_path, output="logits"))
+    assert card.output == "logits"
+    p = segment.Segmenter(card, threads=1).predict_slices(np.full((1, 16, 16), 0.5, np.float32))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    assert p[0, 1].min() > 0.9
+
+
+@pytest.mark.parametrize("directions", [1, 3])
+@pytest.mark.parametrize("fuse", ["mean", "max"])
+def test_segment_volume_recovers_truth(band_card, directions, fuse):
+    img, truth = banded_volume()
+    labels = segment.segment_volume(
+        img, band_card, directions=directions, median=0, fuse=fuse, threads=1
+    )
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, truth)
+
+
+def test_three_directions_outvote_one_wrong_direction(tmp_path):
+    """When one slice direction is completely wrong, the other two out-vote it everywhere."""
+    card = load_card(make_band_model(tmp_path, tile=64))
+    img, truth = banded_volume((32, 48, 56))
+    seg = segment.Segmenter(card, threads=1)
+    real = seg.predict_slices
+    seen = set()
+
+    def wrong_on_xz(slices):
+        seen.add(slices.shape[1:])
+        p = real(slices)
+        return p[:, ::-1].copy() if slices.shape[1:] == (32, 56) else p
+
+    seg.predict_slices = wrong_on_xz  # type: ignore[method-assign]
+    labels = segment.segment_volume(img, card, directions=3, median=0, segmenter=seg)
+    assert seen == {(48, 56), (32, 56), (32, 48)}
+    np.testing.assert_array_equal(labels, truth)
+
+
+def test_median_filter_removes_speckle_and_keeps_shapes(band_card):
+    img, truth = banded_volume()
+    rng = np.random.default_rng(3)
+    noisy = img.copy()
+    idx = rng.random(img.shape) < 0.01
+    noisy[idx] = 0.9
+    raw = segment.segment_volume(noisy, band_card, directions=1, median=0, threads=1)
+    clean = segment.segment_volume(noisy, band_card, directions=1, median=3, threads=1)
+    err_raw = (raw != truth).mean()
+    err_clean = (clean != truth).mean()
+    assert err_raw > 0.005
+    assert err_clean < err_raw / 4
+
+
+def test_majority_filter_is_binary_median():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(5)
+    labels = (rng.random((12, 13, 14)) < 0.4).astype(np.uint8)
+    ours = segment.majority_filter(labels, 3, 2)
+    ref = ndimage.median_filter(labels, size=3, mode="nearest")
+    np.testing.assert_array_equal(ours, ref)
+
+
+def test_volume_smaller_than_model_needs(band_card):
+    with pytest.raises(VemcellError, match="smaller than the model needs"):
+        segment.segment_volume(np.zeros((8, 40, 40), np.float32), band_card, directions=3)
+    # one direction does not slice along Z, so a thin stack is fine
+    segment.segment_volume(np.zeros((4, 40, 40), np.float32), band_card, directions=1)
+
+
+def test_card_class_count_mismatch_is_clear(tmp_path):
+    card = load_card(make_band_model(tmp_path, card_classes=4))
+    with pytest.raises(VemcellError, match="lists 4 classes"):
+        segment.segment_volume(np.zeros((20, 20, 20), np.float32), card, directions=1)
+
+
+def test_cuda_provider_chosen_when_available():
+    assert segment.choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+    assert segment.choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_session_never_spins():
+    so = segment.session_options(2)
+    assert so.intra_op_num_threads == 2
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_segment_maps_anisotropic_volume_back(tmp_path):
+    card = load_card(
+        make_band_model(tmp_path, voxel_size_nm=10.0, normalisation={"method": "scale"})
+    )
+    img, truth = banded_volume((40, 80, 80))
+    # the same scene sampled with 20 nm slices: every second Z plane
+    raw = (img[::2] * 255).astype(np.uint8)
+    vol = Volume(data=raw, voxel_size_nm=(20.0, 10.0, 10.0), voxel_size_source="metadata")
+    result = segment.segment(vol, card, directions=3, median=3, threads=1)
+    assert result.labels.shape == raw.shape
+    assert result.working_shape == (40, 80, 80)
+    assert (result.labels == truth[::2]).mean() > 0.97
+
+
+def test_card_errors(tmp_path):
+    card_path = make_band_model(tmp_path)
+    (tmp_path / "band.onnx").unlink()
+    with pytest.raises(VemcellError, match="missing"):
+        load_card(card_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json", encoding="utf-8")
+    with pytest.raises(VemcellError, match="not valid JSON"):
+        load_card(bad)
+    bad.write_text(json.dumps({"classes": ["only"]}), encoding="utf-8")
+    with pytest.raises(VemcellError, match="at least two classes"):
+        load_card(bad)
+    with pytest.raises(VemcellError, match="No model named"):
+        resolve_model("no-such-model")
+
+
+def test_normalise_rules():
+    with pytest.raises(VemcellError, match="NaN"):
+        preprocess.normalise(np.array([[[0.0, np.nan]]]))
+    with pytest.raises(VemcellError, match="constant"):
+        preprocess.normalise(np.full((3, 3, 3), 7, np.uint8))
+    u8 = np.arange(256, dtype=np.uint8).reshape(4, 8, 8)
+    np.testing.assert_allclose(preprocess.normalise(u8).ravel(), np.arange(256) / 255.0)
+    u16 = np.random.default_rng(0).integers(1000, 3000, (10, 20, 20)).astype(np.uint16)
+    u16[0, 0, 0] = 65000  # one hot pixel must not squash the contrast
+    out = preprocess.normalise(u16)
+    assert out.min() == 0.0 and out.max() == 1.0
+    assert 0.4 < float(np.median(out)) < 0.6
+
+
+def test_resample_shapes_and_labels_stay_labels():
+    arr = np.zeros((10, 40, 40), np.uint8)
+    arr[3:7, 10:30, 10:30] = 4
+    up = preprocess.resample(arr, (40.0, 10.0, 10.0), 10.0, order=0)
+    assert up.shape == (40, 40, 40)
+    assert set(np.unique(up)) == {0, 4}
+    back = preprocess.resize(up, arr.shape, order=0)
+    np.testing.assert_array_equal(back, arr)

@@ -1,0 +1,94 @@
+"""Tiny ONNX models built with onnx.helper, so inference is tested without torch or weights.
+
+The "band" model classifies each pixel by which of a few intensity centres it is nearest to:
+logit_c = -k (x - centre_c)². Its answer is known exactly, it is pointwise (so tiled and
+untiled predictions must agree), and it has the real I/O contract: input ``image`` float32
+[N, 1, H, W], output ``probabilities`` [N, C, H, W].
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_COLORS = [
+    [0, 0, 0, 0],
+    [1, 1, 1, 0.3],
+    [0.5, 0.5, 0.5, 1],
+    [0.1, 0.7, 0.2, 1],
+    [0.95, 0.85, 0.1, 1],
+    [1.0, 0.5, 0.0, 1],
+]
+
+
+def make_band_model(
+    folder: Path,
+    name: str = "band",
+    centres: Sequence[float] = (0.1, 0.5, 0.9),
+    k: float = 60.0,
+    class_names: Sequence[str] | None = None,
+    tile: int = 64,
+    divisor: int = 16,
+    output: str = "probabilities",
+    voxel_size_nm: float | None = None,
+    normalisation: dict | None = None,
+    card_classes: int | None = None,
+) -> Path:
+    """Write ``folder/name.onnx`` and its card; return the card path."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    c = np.asarray(centres, dtype=np.float32)
+    n = len(c)
+    w = np.zeros((n, 2, 1, 1), np.float32)
+    w[:, 0, 0, 0] = 2 * k * c
+    w[:, 1, 0, 0] = -k
+    b = (-k * c**2).astype(np.float32)
+    out_name = "probabilities" if output == "probabilities" else "logits"
+    nodes = [
+        helper.make_node("Mul", ["image", "image"], ["sq"]),
+        helper.make_node("Concat", ["image", "sq"], ["feat"], axis=1),
+        helper.make_node("Conv", ["feat", "W", "B"], ["logits_raw"]),
+    ]
+    if output == "probabilities":
+        nodes.append(helper.make_node("Softmax", ["logits_raw"], [out_name], axis=1))
+    else:
+        nodes.append(helper.make_node("Identity", ["logits_raw"], [out_name]))
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", n, "H", "W"])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, folder / f"{name}.onnx")
+    names = list(class_names or [f"class{i}" for i in range(n)])
+    ncard = card_classes or n
+    names = (names + [f"extra{i}" for i in range(ncard)])[:ncard]
+    card = {
+        "format": "vemcell-model-card/1",
+        "name": name,
+        "onnx": f"{name}.onnx",
+        "classes": [
+            {"name": names[i], "color": DEFAULT_COLORS[i % len(DEFAULT_COLORS)]}
+            for i in range(ncard)
+        ],
+        "background_class": 0,
+        "input": {
+            "tile": tile,
+            "divisor": divisor,
+            "normalisation": normalisation or {"method": "none"},
+        },
+        "output": output,
+        "voxel_size_nm": voxel_size_nm,
+    }
+    path = folder / f"{name}.json"
+    path.write_text(json.dumps(card), encoding="utf-8")
+    return path
