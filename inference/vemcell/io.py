@@ -242,6 +242,8 @@ def _read_tiff(p: Path) -> Volume:
     import tifffile
 
     with tifffile.TiffFile(p) as tif:
+        if len(tif.pages) == 0 or not tif.series:
+            raise VemcellError(f"'{p}' holds no images (damaged, or not really a TIFF).")
         data = tif.asarray()
         voxel = None
         if tif.is_ome:
