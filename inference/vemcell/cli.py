@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "info": "info",
     "segment": "segment",
     "run": "run",
+    "demo": "demo",
 }
 
 
