@@ -155,20 +155,30 @@ def run(
             vol = read_volume(volume_path, voxel_size_nm=opt.voxel_size_nm)
             if not isinstance(vol.data, np.ndarray):
                 vol.data = vol.array()
+        seg = segment.Segmenter(card, threads=opt.threads)
+        provider = _provider(opt, card)
+        instances, cells_report = None, {"separated": False, "reason": "turned off"}
+        if provider not in (None, "unet"):
+            # SAM or threshold: cells first, then the U-Net on each single-cell crop (the paper).
+            instances, cells_report = _separate_cells(vol, None, card, opt, provider, prog, timer)
         with timer("segment"), prog.stage("segment", f"segmenting with {card.name}"):
-            seg_result = segment.segment(
-                vol,
-                card,
-                directions=opt.directions,
-                median=opt.median,
-                fuse=opt.fuse,
-                denoise=opt.denoise,
-                threads=opt.threads,
-                progress=prog,
-            )
+            if instances is not None:
+                seg_result = _segment_per_cell(vol, instances, card, opt, seg, prog)
+            else:
+                seg_result = segment.segment(
+                    vol,
+                    card,
+                    directions=opt.directions,
+                    median=opt.median,
+                    fuse=opt.fuse,
+                    denoise=opt.denoise,
+                    progress=prog,
+                    segmenter=seg,
+                )
         labels = seg_result.labels
         info = segment.label_info(card)
-        instances, cells_report = _separate_cells(vol, labels, card, opt, prog, timer)
+        if provider == "unet":
+            instances, cells_report = _separate_cells(vol, labels, card, opt, provider, prog, timer)
         if instances is not None:
             labels = np.where(instances > 0, labels, card.background_class or 0).astype(np.uint8)
         if not np.any(
@@ -214,25 +224,30 @@ def run(
     return report
 
 
+def _provider(opt: RunOptions, card: ModelCard) -> str | None:
+    """The foreground provider to use, or None when cells are not separated."""
+    if opt.separate_cells == "off":
+        return None
+    from vemcell import cells
+
+    if opt.foreground == "auto":
+        return cells.default_provider(card)
+    return opt.foreground
+
+
 def _separate_cells(
     vol: Volume,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     card: ModelCard,
     opt: RunOptions,
+    provider: str,
     prog: Progress,
     timer: _Timer,
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
-    """Cell instances for the volume, or None when cells are not separated."""
-    if opt.separate_cells == "off":
-        return None, {"separated": False, "reason": "turned off"}
-    try:
-        from vemcell import cells
-    except ImportError:
-        return None, {"separated": False, "reason": "cell separation is not installed"}
-    with timer("cells"), prog.stage("cells", "separating cells"):
-        provider = opt.foreground
-        if provider == "auto":
-            provider = cells.default_provider(card)
+    """Cell instances, or None when fewer than two cells were found in auto mode."""
+    from vemcell import cells
+
+    with timer("cells"), prog.stage("cells", f"separating cells ({provider})"):
         mask, used = cells.foreground(
             vol.array(),
             vol.voxel_size_nm,
@@ -243,12 +258,51 @@ def _separate_cells(
         )
         ids = cells.separate_cells(mask, vol.voxel_size_nm)
     n = int(ids.max())
-    report = {"separated": n > 0, "foreground": used, "cells": n}
+    report: dict[str, Any] = {"separated": True, "foreground": used, "cells": n}
     if n == 0 or (n == 1 and opt.separate_cells == "auto"):
-        report["separated"] = False
-        report["reason"] = f"{n} cell(s) found"
+        report.update(separated=False, reason=f"{n} cell(s) found")
         return None, report
     return ids.astype(np.uint16), report
+
+
+def _segment_per_cell(
+    vol: Volume,
+    instances: np.ndarray,
+    card: ModelCard,
+    opt: RunOptions,
+    seg: Any,
+    prog: Progress,
+) -> Any:
+    """Segment each cell's crop (with a margin) and write its labels back inside the cell."""
+    from vemcell import cells, segment
+
+    boxes = cells.cell_boxes(instances, cells.crop_margin_voxels(vol.voxel_size_nm))
+    labels = np.full(vol.shape, card.background_class or 0, np.uint8)
+    result = None
+    for k, (cell_id, box) in enumerate(sorted(boxes.items())):
+        crop = Volume(
+            data=np.ascontiguousarray(vol.data[box]),
+            voxel_size_nm=vol.voxel_size_nm,
+            voxel_size_source=vol.voxel_size_source,
+            path=vol.path,
+        )
+        result = segment.segment(
+            crop,
+            card,
+            directions=opt.directions,
+            median=opt.median,
+            fuse=opt.fuse,
+            denoise=opt.denoise,
+            segmenter=seg,
+        )
+        inside = instances[box] == cell_id
+        labels[box][inside] = result.labels[inside]
+        prog.update((k + 1) / len(boxes), f"cell {k + 1}/{len(boxes)}")
+    if result is None:
+        raise VemcellError("No cells were found to segment.")
+    result.labels = labels
+    result.working_shape = tuple(vol.shape)
+    return result
 
 
 def _report(
