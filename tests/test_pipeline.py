@@ -1,0 +1,151 @@
+"""`vemcell run` end to end on tiny models: outputs, report, progress, errors and atomicity."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from tiny_models import make_band_model
+from vemcell.cli import main
+from vemcell.io import read_tiff_info, read_volume, write_tiff
+
+
+@pytest.fixture()
+def band_model(tmp_path):
+    return make_band_model(
+        tmp_path / "models",
+        name="band",
+        centres=(0.1, 0.5, 0.9),
+        class_names=("background", "cytoplasm", "nucleus"),
+        tile=64,
+        voxel_size_nm=20.0,
+        normalisation={"method": "scale"},
+    )
+
+
+def two_cells(path, shape=(48, 64, 96)):
+    """Two separate cells (0.5 grey) with a bright nucleus (0.9) each, 20 nm voxels."""
+    z, y, x = np.indices(shape)
+    img = np.full(shape, 0.1, np.float32)
+    for cx in (26, 70):
+        cell = ((z - 24) / 18) ** 2 + ((y - 32) / 22) ** 2 + ((x - cx) / 20) ** 2 < 1
+        img[cell] = 0.5
+        nucleus = (z - 24) ** 2 + (y - 32) ** 2 + (x - cx) ** 2 < 8**2
+        img[nucleus] = 0.9
+    write_tiff(path, (img * 255).astype(np.uint8), (20.0, 20.0, 20.0))
+    return path
+
+
+def test_run_writes_the_whole_run_folder(tmp_path, band_model, capsys):
+    vol = two_cells(tmp_path / "cells.tif")
+    out = tmp_path / "run"
+    rc = main(["run", str(vol), "--out", str(out), "--model", str(band_model), "--threads", "1"])
+    assert rc == 0, capsys.readouterr().err
+    for name in ("labels.tif", "scene.glb", "scene.json", "measurements.csv", "report.json"):
+        assert (out / name).is_file(), name
+    labels = read_volume(out / "labels.tif", kind="labels")
+    assert labels.voxel_size_nm == (20.0, 20.0, 20.0)
+    assert set(np.unique(labels.array())) == {0, 1, 2}
+    info = read_tiff_info(out / "labels.tif")
+    assert [c["name"] for c in info["classes"]] == ["background", "cytoplasm", "nucleus"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["name"] == "band"
+    assert set(report["timings_s"]) >= {"read", "segment", "mesh", "measure", "write", "total"}
+    assert report["peak_rss_mb"] > 0
+    assert report["input"]["voxel_size_source"] == "metadata"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.")]
+
+
+def test_run_separates_two_cells(tmp_path, band_model):
+    vol = two_cells(tmp_path / "cells.tif")
+    out = tmp_path / "run"
+    assert main(["run", str(vol), "--out", str(out), "--model", str(band_model)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["cells"]["cells"] == 2, report["cells"]
+    ids = tifffile.imread(out / "cells.tif")
+    assert ids.max() == 2
+    scene = json.loads((out / "scene.json").read_text())
+    names = sorted(o["name"] for o in scene["objects"])
+    assert names == [
+        "cell_01/cytoplasm",
+        "cell_01/nucleus",
+        "cell_02/cytoplasm",
+        "cell_02/nucleus",
+    ]
+
+
+def test_progress_json_lines(tmp_path, band_model):
+    vol = two_cells(tmp_path / "cells.tif")
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vemcell", "run", str(vol), "--out", str(out)]
+        + ["--model", str(band_model), "--progress", "json", "--cells", "off"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert all({"stage", "fraction", "message"} <= set(r) for r in records)
+    fractions = [r["fraction"] for r in records]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    stages = {r["stage"] for r in records}
+    assert {"read", "segment", "mesh", "measure", "write", "done"} <= stages
+
+
+def test_errors_are_one_line_and_leave_nothing(tmp_path, band_model):
+    nan = tmp_path / "nan.tif"
+    tifffile.imwrite(nan, np.full((20, 32, 32), np.nan, np.float32))
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vemcell", "run", str(nan), "--out", str(out)]
+        + ["--model", str(band_model)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "NaN" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+    assert {p.name for p in tmp_path.iterdir()} == {"nan.tif", "models"}
+
+
+def test_failed_rerun_keeps_previous_results(tmp_path, band_model, monkeypatch):
+    vol = two_cells(tmp_path / "cells.tif")
+    out = tmp_path / "run"
+    assert main(["run", str(vol), "--out", str(out), "--model", str(band_model)]) == 0
+    before = (out / "report.json").read_text()
+    from vemcell import measure
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt  # what a cancel (SIGTERM from Blender) becomes
+
+    monkeypatch.setattr(measure, "measure", boom)
+    assert main(["run", str(vol), "--out", str(out), "--model", str(band_model)]) == 130
+    assert (out / "report.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells.tif", "models", "run"]
+
+
+def test_refuses_to_replace_a_foreign_folder(tmp_path, band_model, capsys):
+    vol = two_cells(tmp_path / "cells.tif")
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.docx").write_text("do not delete")
+    assert main(["run", str(vol), "--out", str(out), "--model", str(band_model)]) == 2
+    assert "not a vemcell run" in capsys.readouterr().err
+    assert (out / "thesis.docx").exists()
+
+
+def test_segment_command_writes_labels_with_metadata(tmp_path, band_model):
+    vol = two_cells(tmp_path / "cells.tif")
+    out = tmp_path / "labels.tif"
+    assert main(["segment", str(vol), "--model", str(band_model), "--out", str(out)]) == 0
+    assert read_tiff_info(out)["model"] == "band"
+    assert read_volume(out, kind="labels").voxel_size_nm == (20.0, 20.0, 20.0)
