@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "segment": "segment",
     "run": "run",
     "demo": "demo",
+    "models": "models",
     "synth": "synth",
 }
 
