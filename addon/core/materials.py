@@ -1,0 +1,79 @@
+"""Per-class materials coloured as Figure 1 of Kousaka et al.
+
+One material per class (shared by every cell) so a single colour or visibility control in the
+panel changes that organelle everywhere. Colours are set on the Principled BSDF (Cycles, EEVEE)
+and on ``diffuse_color`` (Workbench and the solid viewport).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import bpy
+
+# The paper's Figure 1: cytoplasm white and semi-transparent, plastid green, mitochondrion
+# yellow, peroxisome orange, nucleus grey. Other classes take their colour from scene.json.
+FIGURE1_COLOURS: dict[str, tuple[float, float, float, float]] = {
+    "cytoplasm": (1.0, 1.0, 1.0, 0.25),
+    "nucleus": (0.45, 0.45, 0.45, 1.0),
+    "plastid": (0.05, 0.6, 0.08, 1.0),
+    "mitochondrion": (1.0, 0.85, 0.0, 1.0),
+    "peroxisome": (1.0, 0.35, 0.0, 1.0),
+}
+
+MATERIAL_PREFIX = "vemcell "
+
+
+def default_colour(
+    class_name: str, fallback: Sequence[float] | None
+) -> tuple[float, float, float, float]:
+    """Figure 1 colour for the paper's classes, else the manifest's colour, else grey."""
+    if class_name in FIGURE1_COLOURS:
+        return FIGURE1_COLOURS[class_name]
+    if fallback is not None and len(fallback) >= 3:
+        c = [float(v) for v in fallback]
+        return (c[0], c[1], c[2], c[3] if len(c) > 3 else 1.0)
+    return (0.6, 0.6, 0.6, 1.0)
+
+
+def class_material(class_name: str, colour: Sequence[float]) -> bpy.types.Material:
+    """The shared material of one class, created on first use and recoloured on later calls."""
+    name = MATERIAL_PREFIX + class_name
+    mat = bpy.data.materials.get(name)
+    if mat is None:
+        mat = bpy.data.materials.new(name)
+    mat["vemcell_class"] = class_name
+    set_colour(mat, colour)
+    return mat
+
+
+def _principled(mat: bpy.types.Material) -> bpy.types.Node | None:
+    if mat.node_tree is None:
+        return None
+    for node in mat.node_tree.nodes:
+        if node.bl_idname == "ShaderNodeBsdfPrincipled":
+            return node
+    return None
+
+
+def set_colour(mat: bpy.types.Material, colour: Sequence[float]) -> None:
+    """Apply an RGBA colour (alpha < 1 makes the material see-through in every engine)."""
+    r, g, b = (float(c) for c in colour[:3])
+    a = float(colour[3]) if len(colour) > 3 else 1.0
+    mat.diffuse_color = (r, g, b, a)
+    node = _principled(mat)
+    if node is not None:
+        node.inputs["Base Color"].default_value = (r, g, b, 1.0)
+        node.inputs["Alpha"].default_value = a
+        node.inputs["Roughness"].default_value = 0.45
+    if hasattr(mat, "surface_render_method"):
+        mat.surface_render_method = "BLENDED" if a < 1.0 else "DITHERED"
+    if hasattr(mat, "use_transparency_overlap"):
+        mat.use_transparency_overlap = True
+    mat.show_transparent_back = a < 1.0
+
+
+def alpha_socket(mat: bpy.types.Material) -> bpy.types.NodeSocket | None:
+    """The Principled BSDF alpha input (what the reveal animation keys)."""
+    node = _principled(mat)
+    return None if node is None else node.inputs["Alpha"]

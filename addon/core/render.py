@@ -1,0 +1,170 @@
+"""Render presets (Workbench preview, denoised Cycles final) and writing PNG/MP4 files.
+
+Rendering switches every cut to the exact Boolean solver and refreshes the EM slices per
+frame, then puts the viewport settings back. Files appear only when complete (rendered under a
+temporary name, renamed at the end).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import bpy
+
+from . import cutplanes, emslice
+
+PRESETS = ("preview", "final")
+ENGINES = {"workbench": "preview", "cycles": "final", "preview": "preview", "final": "final"}
+
+
+def apply_preset(
+    scene: bpy.types.Scene,
+    preset: str = "preview",
+    resolution: tuple[int, int] = (1280, 720),
+    samples: int = 32,
+) -> None:
+    """Configure ``scene`` for a preview (Workbench) or final (Cycles CPU, denoised) render."""
+    preset = ENGINES.get(preset, preset)
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; one of {PRESETS}")
+    r = scene.render
+    r.resolution_x, r.resolution_y = int(resolution[0]), int(resolution[1])
+    r.resolution_percentage = 100
+    r.film_transparent = False
+    scene.view_settings.view_transform = "Standard"
+    scene.view_settings.look = "None"
+    if preset == "preview":
+        r.engine = "BLENDER_WORKBENCH"
+        shading = scene.display.shading
+        shading.light = "STUDIO"
+        has_slices = any(e.get("vemcell_em") for e in cutplanes.cut_planes(scene))
+        shading.color_type = "TEXTURE" if has_slices else "MATERIAL"
+        shading.show_specular_highlight = True
+        scene.display.render_aa = "8"
+    else:
+        r.engine = "CYCLES"
+        cy = scene.cycles
+        cy.device = "CPU"
+        cy.samples = int(samples)
+        cy.use_adaptive_sampling = True
+        cy.use_denoising = True
+        cy.denoiser = "OPENIMAGEDENOISE"
+        cy.transparent_max_bounces = 16
+        cy.max_bounces = 6
+
+
+def _movie_output(scene: bpy.types.Scene) -> None:
+    ims = scene.render.image_settings
+    if hasattr(ims, "media_type"):
+        ims.media_type = "VIDEO"
+    ims.file_format = "FFMPEG"
+    ff = scene.render.ffmpeg
+    ff.format = "MPEG4"
+    ff.codec = "H264"
+    ff.constant_rate_factor = "MEDIUM"
+    ff.ffmpeg_preset = "GOOD"
+    ff.audio_codec = "NONE"
+
+
+def _png_output(scene: bpy.types.Scene) -> None:
+    ims = scene.render.image_settings
+    if hasattr(ims, "media_type"):
+        ims.media_type = "IMAGE"
+    ims.file_format = "PNG"
+    ims.color_mode = "RGBA"
+
+
+def render(
+    scene: bpy.types.Scene,
+    out: str | os.PathLike,
+    on_frame: Callable[[int, int], None] | None = None,
+) -> list[Path]:
+    """Render ``scene`` to ``out``: ``.mp4`` (the frame range) or ``.png``.
+
+    A ``.png`` with a one-frame range is one still; with more frames it is a sequence
+    ``<stem>_0001.png``... Returns the files written.
+    """
+    out = Path(out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lower()
+    if suffix not in (".mp4", ".png"):
+        raise ValueError("the output must end in .mp4 or .png")
+    n_frames = scene.frame_end - scene.frame_start + 1
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
+    done = [0]
+
+    def _post(_scene: bpy.types.Scene, _dg: object = None) -> None:
+        done[0] += 1
+        if on_frame:
+            on_frame(done[0], n_frames)
+
+    bpy.app.handlers.render_post.append(_post)
+    # EM slices are resampled before each frame is drawn (render_pre runs after frame_set).
+    bpy.app.handlers.render_pre.append(emslice.on_frame_change)
+    saved_path = scene.render.filepath
+    try:
+        with cutplanes.render_solvers(scene, cutplanes.solver_choice("exact")):
+            if suffix == ".mp4":
+                _movie_output(scene)
+                scene.render.filepath = str(tmp / "movie_")
+                bpy.ops.render.render(animation=True, scene=scene.name)
+                produced = sorted(tmp.glob("*.mp4"))
+                if not produced:
+                    raise RuntimeError("Blender wrote no movie (FFmpeg output failed).")
+                os.replace(produced[0], out)
+                written = [out]
+            elif n_frames == 1:
+                _png_output(scene)
+                scene.frame_set(scene.frame_start)
+                emslice.update_all(scene)
+                scene.render.filepath = str(tmp / "still.png")
+                bpy.ops.render.render(write_still=True, scene=scene.name)
+                os.replace(tmp / "still.png", out)
+                written = [out]
+            else:
+                _png_output(scene)
+                scene.render.filepath = str(tmp / "frame_####")
+                bpy.ops.render.render(animation=True, scene=scene.name)
+                written = []
+                for i, f in enumerate(sorted(tmp.glob("frame_*.png")), start=scene.frame_start):
+                    dest = out.with_name(f"{out.stem}_{i:04d}.png")
+                    os.replace(f, dest)
+                    written.append(dest)
+    finally:
+        scene.render.filepath = saved_path
+        for lst, fn in (
+            (bpy.app.handlers.render_post, _post),
+            (bpy.app.handlers.render_pre, emslice.on_frame_change),
+        ):
+            if fn in lst:
+                lst.remove(fn)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return written
+
+
+def save_blend(path: str | os.PathLike) -> Path:
+    """Save the current file (EM-slice images packed so the .blend is self-contained)."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for img in bpy.data.images:
+        if img.name.startswith("vemcell slice") and img.packed_file is None:
+            img.pack()
+    bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True, compress=True)
+    return path
+
+
+def export_glb(path: str | os.PathLike) -> Path:
+    """Export the visible result (cuts applied) as binary glTF."""
+    import addon_utils
+
+    addon_utils.enable("io_scene_gltf2", default_set=False)
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bpy.ops.export_scene.gltf(
+        filepath=str(path), export_format="GLB", export_apply=True, use_visible=True
+    )
+    return path

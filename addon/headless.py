@@ -1,0 +1,221 @@
+"""Headless vemcell: pipeline, import, animation and render in one synchronous run.
+
+Run with Blender or with the ``bpy`` module (Blender as a Python module)::
+
+    blender -b -P headless.py -- VOLUME --model M --animation turntable --out out.mp4
+    python headless.py -- RUN_DIR --animation cut-sweep --out frame.png --engine cycles
+
+Timers and modal operators do not run in background mode, so everything here is
+synchronous. ``vemcell render`` (the backend CLI) starts this script in a subprocess; with
+``--progress json`` it prints one ``{"stage", "fraction", "message"}`` object per line. Errors
+are one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import bpy
+
+HERE = Path(__file__).resolve().parent
+ANIMATIONS = ("turntable", "cut-sweep", "reveal", "flythrough", "none")
+
+
+def _addon():
+    """This add-on's package, whether Blender already loaded it (extension) or not."""
+    init = HERE / "__init__.py"
+    for mod in list(sys.modules.values()):
+        f = getattr(mod, "__file__", None)
+        if f and Path(f).resolve() == init:
+            return mod
+    spec = importlib.util.spec_from_file_location(
+        "vemcell_blender", init, submodule_search_locations=[str(HERE)]
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["vemcell_blender"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="headless.py",
+        description="Build (or load) a vemcell result and render an animation, headless.",
+    )
+    p.add_argument("input", help="EM volume, or a run folder written by 'vemcell run'")
+    p.add_argument("--out", required=True, help="output .mp4 or .png")
+    p.add_argument("--animation", choices=ANIMATIONS, default="turntable")
+    p.add_argument("--engine", choices=["workbench", "cycles"], default="workbench")
+    p.add_argument("--frames", type=int, default=None, help="animation length (default 120)")
+    p.add_argument("--resolution", type=int, nargs=2, metavar=("W", "H"), default=(1280, 720))
+    p.add_argument("--samples", type=int, default=32, help="Cycles samples (final preset)")
+    p.add_argument("--cut", action="append", default=[], choices=["X", "Y", "Z", "FREE"])
+    p.add_argument("--em-slice", action="store_true", help="EM slice on the cut planes")
+    p.add_argument("--blend", help="also save the scene as this .blend")
+    p.add_argument("--glb", help="also export the (cut) scene as this .glb")
+    p.add_argument("--progress", choices=["json", "none", "text"], default="text")
+    p.add_argument("--work", help="folder for the pipeline run (default: a temporary folder)")
+    p.add_argument("--python", default="", help="Python that runs the backend")
+    g = p.add_argument_group("pipeline (when INPUT is a volume)")
+    g.add_argument("--model", default="")
+    g.add_argument("--directions", type=int, choices=[1, 3], default=3)
+    g.add_argument("--median", type=int, default=3)
+    g.add_argument("--smooth", type=int, default=None)
+    g.add_argument("--decimate", type=float, default=None)
+    g.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"))
+    g.add_argument("--no-cells", action="store_true")
+    args = p.parse_args(argv)
+    if not args.out.lower().endswith((".mp4", ".png")):
+        p.error("--out must end in .mp4 or .png")
+    if args.frames is not None and args.frames < 1:
+        p.error("--frames must be at least 1")
+    if min(args.resolution) < 4:
+        p.error("--resolution must be at least 4 x 4")
+    return args
+
+
+class Reporter:
+    """Progress as JSON lines (for ``vemcell render``) or plain text."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        if self.mode == "json":
+            rec = {"stage": stage, "fraction": round(min(max(fraction, 0.0), 1.0), 4)}
+            rec["message"] = message
+            sys.stdout.write(json.dumps(rec) + "\n")
+            sys.stdout.flush()
+        elif self.mode == "text":
+            print(f"vemcell: {fraction * 100:5.1f}% {stage}: {message}", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    addon = _addon()
+    from importlib import import_module
+
+    core = addon.__name__ + ".core"
+    animation = import_module(core + ".animation")
+    backend = import_module(core + ".backend")
+    cutplanes = import_module(core + ".cutplanes")
+    emslice = import_module(core + ".emslice")
+    pipeline = import_module(core + ".pipeline")
+    render = import_module(core + ".render")
+    vscene = import_module(core + ".scene")
+
+    report = Reporter(args.progress)
+    src = Path(args.input).expanduser()
+    if not src.exists():
+        raise UserError(f"'{src}' does not exist.")
+    is_run = src.is_dir() and (src / "scene.json").is_file()
+    share = 0.0 if is_run else 0.5
+    t0 = time.perf_counter()
+    if is_run:
+        run_dir = src
+    else:
+        opts = backend.RunOptions(
+            volume=str(src),
+            model=args.model,
+            voxel_size_nm=tuple(args.voxel_size) if args.voxel_size else None,
+            directions=args.directions,
+            median=args.median,
+            separate_cells=not args.no_cells,
+            smooth=args.smooth,
+            decimate=args.decimate,
+        )
+        work = args.work or tempfile.mkdtemp(prefix="vemcell_headless_")
+
+        def on_progress(ev) -> None:
+            report("pipeline", ev.fraction * share, f"{ev.stage}: {ev.message}")
+
+        try:
+            run_dir = backend.run_sync(opts, work, args.python, on_progress)
+        except backend.BackendError as exc:
+            raise UserError(str(exc)) from None
+    t_pipeline = time.perf_counter() - t0
+
+    report("import", share, f"importing {run_dir}")
+    bpy.ops.wm.read_homefile(app_template="", use_empty=True)
+    scene = bpy.context.scene
+    try:
+        pipeline.load_result(scene, run_dir, fast_cuts=True)
+    except vscene.SceneError as exc:
+        raise UserError(str(exc)) from None
+    for axis in args.cut:
+        cutplanes.add_cut_plane(scene, axis)
+    if args.em_slice:
+        for empty in cutplanes.cut_planes(scene):
+            emslice.enable(scene, empty)
+
+    default_frames = 120 if args.out.lower().endswith(".mp4") else 1
+    frames = args.frames or default_frames
+    animation.setup_camera(scene)
+    if args.animation != "none":
+        animation.animate(scene, args.animation, frames)
+    scene.frame_start, scene.frame_end = 1, frames
+    render.apply_preset(scene, args.engine, tuple(args.resolution), args.samples)
+
+    lo, hi = share + 0.05, 0.97
+
+    def on_frame(done: int, total: int) -> None:
+        report("render", lo + (hi - lo) * done / total, f"frame {done}/{total}")
+
+    report("render", lo, f"rendering {frames} frame(s) with {args.engine}")
+    t1 = time.perf_counter()
+    files = render.render(scene, args.out, on_frame)
+    t_render = time.perf_counter() - t1
+    if args.blend:
+        render.save_blend(args.blend)
+    if args.glb:
+        render.export_glb(args.glb)
+    summary = {
+        "run_dir": str(run_dir),
+        "files": [str(f) for f in files],
+        "blend": args.blend or "",
+        "glb": args.glb or "",
+        "engine": args.engine,
+        "frames": frames,
+        "pipeline_s": round(t_pipeline, 2),
+        "render_s": round(t_render, 2),
+    }
+    report("done", 1.0, json.dumps(summary))
+    return 0
+
+
+class UserError(Exception):
+    """A problem the user can fix: one line on stderr, exit code 2."""
+
+
+def _argv() -> list[str]:
+    return sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else sys.argv[1:]
+
+
+def run() -> int:
+    try:
+        return main(_argv())
+    except UserError as exc:
+        print(f"vemcell render: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        print("vemcell render: cancelled.", file=sys.stderr, flush=True)
+        return 130
+    except SystemExit as exc:  # argparse usage errors
+        return int(exc.code or 0)
+    except Exception as exc:
+        print(
+            f"vemcell render: internal error: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(run())

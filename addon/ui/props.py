@@ -1,0 +1,174 @@
+"""Scene properties behind the panel (``scene.vemcell``)."""
+
+from __future__ import annotations
+
+import bpy
+
+from ..core import animation, cutplanes, materials, pipeline
+from ..core import scene as vscene
+
+_MODEL_ITEMS: list[tuple[str, str, str]] = []
+
+
+def _model_items(self: bpy.types.PropertyGroup, context: bpy.types.Context | None) -> list:
+    # Blender keeps only references to these strings: the list must outlive the call.
+    _MODEL_ITEMS.clear()
+    for name, title in pipeline.shipped_models():
+        _MODEL_ITEMS.append((name, name, title))
+    _MODEL_ITEMS.append(("CUSTOM", "Custom .onnx", "A model file of your own (with its card)"))
+    return _MODEL_ITEMS
+
+
+def _volume_changed(self: VemcellSettings, context: bpy.types.Context) -> None:
+    path = bpy.path.abspath(self.volume)
+    found = pipeline.read_voxel_size(path) if path else None
+    if found is not None:
+        (z, y, x), source = found
+        self.voxel_size = (z, y, x)
+        self.voxel_source = source
+
+
+def _class_changed(self: VemcellClass, context: bpy.types.Context) -> None:
+    mat = bpy.data.materials.get(materials.MATERIAL_PREFIX + self.name)
+    if mat is not None and tuple(mat.diffuse_color) != tuple(self.colour):
+        materials.set_colour(mat, tuple(self.colour))
+    for obj in vscene.result_objects(context.scene):
+        if obj.get(vscene.OBJECT_TAG) == self.name:
+            obj.hide_viewport = not self.visible
+            obj.hide_render = not self.visible
+
+
+def _solver_changed(self: VemcellSettings, context: bpy.types.Context) -> None:
+    cutplanes.set_viewport_solver(context.scene, self.fast_cuts)
+
+
+class VemcellClass(bpy.types.PropertyGroup):
+    """Display settings of one class (all cells)."""
+
+    name: bpy.props.StringProperty()  # type: ignore[valid-type]
+    colour: bpy.props.FloatVectorProperty(  # type: ignore[valid-type]
+        name="Colour", subtype="COLOR", size=4, min=0.0, max=1.0, update=_class_changed
+    )
+    visible: bpy.props.BoolProperty(name="Visible", default=True, update=_class_changed)  # type: ignore[valid-type]
+
+
+class VemcellSettings(bpy.types.PropertyGroup):
+    """Everything the panel edits."""
+
+    volume: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Volume",
+        description="EM stack to segment (TIFF, MRC, Zarr, folder of slices)",
+        subtype="FILE_PATH",
+        update=_volume_changed,
+    )
+    voxel_size: bpy.props.FloatVectorProperty(  # type: ignore[valid-type]
+        name="Voxel size (nm)",
+        description="Voxel size Z, Y, X in nanometres (read from the file; edit if wrong)",
+        size=3,
+        min=0.001,
+        default=(10.0, 10.0, 10.0),
+    )
+    voxel_source: bpy.props.StringProperty(default="")  # type: ignore[valid-type]
+    model: bpy.props.EnumProperty(name="Model", items=_model_items)  # type: ignore[valid-type]
+    custom_model: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Model file", subtype="FILE_PATH", description="An .onnx model with its JSON card"
+    )
+    three_directions: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="3 directions",
+        description="Predict along XY, XZ and YZ and fuse them (the paper's method; 3x slower)",
+        default=True,
+    )
+    median: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Median size", description="3D median filter size (0 = off)", default=3, min=0, max=15
+    )
+    separate_cells: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Separate cells", description="Split the cytoplasm into cells", default=True
+    )
+    foreground: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Foreground",
+        description="What marks cell foreground for separating cells",
+        items=[
+            ("", "Default", "The backend's default"),
+            ("model", "Model", "The segmentation model's cytoplasm"),
+            ("sam", "SAM", "Segment Anything (needs the sam extra)"),
+        ],
+        default="",
+    )
+    smooth: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Smoothing", description="Mesh smoothing iterations", default=2, min=0, max=50
+    )
+    decimate: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="Decimation",
+        description="Fraction of triangles to remove",
+        default=0.5,
+        min=0.0,
+        max=0.99,
+    )
+    # job state
+    running: bpy.props.BoolProperty(default=False)  # type: ignore[valid-type]
+    progress: bpy.props.FloatProperty(default=0.0, min=0.0, max=1.0)  # type: ignore[valid-type]
+    status: bpy.props.StringProperty(default="")  # type: ignore[valid-type]
+    # display
+    classes: bpy.props.CollectionProperty(type=VemcellClass)  # type: ignore[valid-type]
+    fast_cuts: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Fast preview",
+        description="Fast Boolean solver in the viewport (renders always use the exact one)",
+        default=True,
+        update=_solver_changed,
+    )
+    cut_axis: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Axis",
+        items=[(a, a.title() if a == "FREE" else a, f"Cut plane {a}") for a in cutplanes.AXES],
+        default="Z",
+    )
+    # animation and rendering
+    animation: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Animation",
+        items=[(a, a.replace("-", " ").title(), a) for a in animation.ANIMATIONS],
+        default="turntable",
+    )
+    frames: bpy.props.IntProperty(name="Frames", default=120, min=1, max=10000)  # type: ignore[valid-type]
+    preset: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Preset",
+        items=[
+            ("preview", "Preview", "Workbench: seconds per frame"),
+            ("final", "Final", "Cycles, denoised"),
+        ],
+        default="preview",
+    )
+    output: bpy.props.StringProperty(  # type: ignore[valid-type]
+        name="Output", subtype="FILE_PATH", default="//vemcell.mp4"
+    )
+    samples: bpy.props.IntProperty(name="Samples", default=32, min=1, max=4096)  # type: ignore[valid-type]
+
+
+def sync_classes(scene: bpy.types.Scene) -> None:
+    """Fill the panel's class list from the imported result's materials."""
+    settings = scene.vemcell
+    root = vscene.find_root(scene)
+    names = list(root.get("vemcell_classes", [])) if root else []
+    keep = {c.name: (tuple(c.colour), c.visible) for c in settings.classes}
+    settings.classes.clear()
+    for name in names:
+        item = settings.classes.add()
+        item.name = name
+        mat = bpy.data.materials.get(materials.MATERIAL_PREFIX + name)
+        colour = tuple(mat.diffuse_color) if mat else (0.6, 0.6, 0.6, 1.0)
+        item.colour = colour
+        item.visible = keep.get(name, (colour, True))[1]
+
+
+def chosen_colours(scene: bpy.types.Scene) -> dict[str, tuple[float, float, float, float]]:
+    """Colours the user set in the panel (kept across re-runs)."""
+    return {c.name: tuple(c.colour) for c in scene.vemcell.classes}
+
+
+CLASSES = (VemcellClass, VemcellSettings)
+
+
+def register_properties() -> None:
+    bpy.types.Scene.vemcell = bpy.props.PointerProperty(type=VemcellSettings)
+
+
+def unregister_properties() -> None:
+    del bpy.types.Scene.vemcell
