@@ -126,7 +126,7 @@ def main(argv: list[str]) -> int:
             voxel_size_nm=tuple(args.voxel_size) if args.voxel_size else None,
             directions=args.directions,
             median=args.median,
-            separate_cells=not args.no_cells,
+            separate_cells="off" if args.no_cells else "auto",
             smooth=args.smooth,
             decimate=args.decimate,
         )

@@ -110,8 +110,8 @@ class RunOptions:
     voxel_size_nm: tuple[float, float, float] | None = None
     directions: int = 3
     median: int = 3
-    separate_cells: bool = True
-    foreground: str = ""
+    separate_cells: str = "auto"
+    foreground: str = "auto"
     smooth: int | None = None
     decimate: float | None = None
     extra: list[str] = field(default_factory=list)
@@ -128,10 +128,7 @@ class RunOptions:
             args += ["--smooth", str(int(self.smooth))]
         if self.decimate is not None:
             args += ["--decimate", f"{self.decimate:g}"]
-        if not self.separate_cells:
-            args += ["--no-cells"]
-        if self.foreground:
-            args += ["--foreground", self.foreground]
+        args += ["--cells", self.separate_cells, "--foreground", self.foreground]
         return args + list(self.extra)
 
 

@@ -26,7 +26,7 @@ def _options(settings: props.VemcellSettings) -> backend.RunOptions:
         voxel_size_nm=tuple(settings.voxel_size),
         directions=3 if settings.three_directions else 1,
         median=settings.median,
-        separate_cells=settings.separate_cells,
+        separate_cells="auto" if settings.separate_cells else "off",
         foreground=settings.foreground,
         smooth=settings.smooth,
         decimate=settings.decimate,

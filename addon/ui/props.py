@@ -88,11 +88,12 @@ class VemcellSettings(bpy.types.PropertyGroup):
         name="Foreground",
         description="What marks cell foreground for separating cells",
         items=[
-            ("", "Default", "The backend's default"),
-            ("model", "Model", "The segmentation model's cytoplasm"),
+            ("auto", "Auto", "SAM when installed, else the U-Net's cytoplasm"),
+            ("unet", "U-Net", "The segmentation model's cytoplasm"),
             ("sam", "SAM", "Segment Anything (needs the sam extra)"),
+            ("threshold", "Threshold", "Intensity threshold"),
         ],
-        default="",
+        default="auto",
     )
     smooth: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Smoothing", description="Mesh smoothing iterations", default=2, min=0, max=50

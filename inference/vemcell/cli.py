@@ -24,6 +24,13 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "models": "models",
     "synth": "synth",
+    "cells": "cells",
+    "sam-export": "sam_export",
+    "train": "train",
+    "evaluate": "evaluate",
+    "export": "export",
+    "crossval": "crossval",
+    "render": "render",
 }
 
 

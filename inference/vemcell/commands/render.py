@@ -1,0 +1,256 @@
+"""``vemcell render VOLUME|RUN_DIR --out out.mp4|out.png``: Blender renders of a result.
+
+The backend never imports bpy: this command runs the Blender extension's headless script
+(``headless.py``, shipped in the extension and in ``addon/`` of a checkout) in a subprocess with
+this same Python (``python headless.py -- ...``, which imports the ``bpy`` module), or with a
+Blender binary (``--blender`` or ``$VEMCELL_BLENDER``: ``blender -b -P headless.py -- ...``).
+Its JSON progress lines are relayed and its one-line errors become :class:`VemcellError`.
+Given a volume instead of a run folder, the pipeline runs first (in this process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vemcell.errors import VemcellError
+from vemcell.progress import Progress
+
+HELP = "render a run folder (or a volume, running the pipeline first) as a PNG or MP4 in Blender"
+ANIMATIONS = ("turntable", "cut-sweep", "reveal", "flythrough", "still")
+
+
+def headless_script() -> Path:
+    """The extension's headless script, next to this backend package."""
+    pkg = Path(__file__).resolve().parents[1]  # .../vemcell
+    for cand in (pkg.parent.parent / "headless.py", pkg.parent.parent / "addon" / "headless.py"):
+        if cand.is_file():
+            return cand
+    raise VemcellError(
+        "The Blender add-on's headless.py was not found beside the vemcell package; "
+        "render from a source checkout or the installed Blender extension."
+    )
+
+
+def _launcher(blender: str | None) -> list[str]:
+    blender = blender or os.environ.get("VEMCELL_BLENDER") or None
+    if blender:
+        if not Path(blender).is_file():
+            raise VemcellError(f"Blender executable '{blender}' does not exist.")
+        return [blender, "--background", "--python-exit-code", "2", "--python"]
+    if importlib.util.find_spec("bpy") is None:
+        raise VemcellError(
+            "Rendering needs Blender: install the bpy module (pip install 'vemcell[blender]', "
+            "Python 3.11) or pass --blender /path/to/blender."
+        )
+    return [sys.executable]
+
+
+def render_run_dir(
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    animation: str = "turntable",
+    engine: str = "workbench",
+    frames: int | None = None,
+    resolution: tuple[int, int] | None = None,
+    samples: int | None = None,
+    blend: str | os.PathLike | None = None,
+    glb: str | os.PathLike | None = None,
+    cuts: Sequence[str] = (),
+    em_slice: bool = False,
+    blender: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Render a run folder with Blender in a subprocess; returns the script's summary.
+
+    Parameters
+    ----------
+    run_dir : path
+        Folder written by ``vemcell run`` (scene.json, meshes, report.json).
+    out : path
+        ``.mp4`` (the animation) or ``.png`` (one still, or ``<stem>_0001.png``... frames).
+    animation : {"turntable", "cut-sweep", "reveal", "flythrough", "still"}
+        ``still`` is one picture with a cut plane.
+    engine : {"workbench", "cycles"}
+        Preview (Workbench) or final (Cycles, denoised) preset.
+
+    Raises
+    ------
+    VemcellError
+        Bad arguments, no Blender available, or the render failed (its one-line reason).
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "scene.json").is_file():
+        raise VemcellError(f"'{run_dir}' is not a vemcell run folder (no scene.json).")
+    out = Path(out)
+    if out.suffix.lower() not in (".mp4", ".png"):
+        raise VemcellError(f"--out must end in .mp4 or .png, not '{out.name}'.")
+    if animation not in ANIMATIONS:
+        raise VemcellError(f"Unknown animation '{animation}' (one of {', '.join(ANIMATIONS)}).")
+    if engine not in ("workbench", "cycles"):
+        raise VemcellError(f"Unknown engine '{engine}' (workbench or cycles).")
+    if frames is not None and frames < 1:
+        raise VemcellError("--frames must be at least 1.")
+    if resolution is not None and min(resolution) < 4:
+        raise VemcellError("--resolution must be at least 4 x 4 pixels.")
+
+    args = [str(run_dir.resolve()), "--out", str(out.resolve()), "--engine", engine]
+    if animation == "still":
+        args += ["--animation", "none", "--frames", str(frames or 1)]
+        if not cuts:
+            cuts = ("Y",)
+    else:
+        args += ["--animation", animation]
+        if frames is not None:
+            args += ["--frames", str(frames)]
+    if resolution is not None:
+        args += ["--resolution", str(int(resolution[0])), str(int(resolution[1]))]
+    if samples is not None:
+        args += ["--samples", str(int(samples))]
+    if blend is not None:
+        args += ["--blend", str(Path(blend).resolve())]
+    if glb is not None:
+        args += ["--glb", str(Path(glb).resolve())]
+    for axis in cuts:
+        args += ["--cut", axis]
+    if em_slice:
+        args.append("--em-slice")
+    cmd = [*_launcher(blender), str(headless_script()), "--", *args, "--progress", "json"]
+
+    prog = progress or Progress("none", [("render", 1.0)])
+    summary: dict[str, Any] = {}
+    with prog.stage("render", f"rendering {out.name}"):
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+            )
+        except OSError as exc:
+            raise VemcellError(f"Could not start Blender ({cmd[0]}): {exc}.") from None
+        errors: list[str] = []
+
+        def _drain() -> None:
+            assert proc.stderr is not None
+            errors.extend(line.rstrip() for line in proc.stderr)
+
+        reader = threading.Thread(target=_drain, daemon=True)
+        reader.start()
+        assert proc.stdout is not None
+        try:
+            for line in proc.stdout:
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("stage") == "done":
+                    try:
+                        summary = json.loads(rec.get("message") or "{}")
+                    except ValueError:
+                        summary = {}
+                    continue
+                prog.update(float(rec.get("fraction", 0.0)), str(rec.get("message", "")))
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            proc.kill()
+            proc.wait()
+            raise
+        reader.join(5.0)
+    if rc != 0:
+        reason = next(
+            (ln.split("error:", 1)[1].strip() for ln in reversed(errors) if "error:" in ln), ""
+        )
+        if not reason:
+            tail = [ln for ln in errors if ln.strip()][-3:]
+            reason = " / ".join(tail) or f"Blender exited with code {rc}"
+        raise VemcellError(f"Rendering failed: {reason}")
+    return summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from vemcell.commands.run import add_run_arguments
+
+    p.add_argument("input", help="run folder from 'vemcell run', or an EM volume to run first")
+    p.add_argument("--out", required=True, help="output .mp4 or .png")
+    p.add_argument("--animation", choices=ANIMATIONS, default="turntable")
+    p.add_argument(
+        "--engine",
+        choices=["workbench", "cycles"],
+        default="workbench",
+        help="preview (workbench) or final (cycles, denoised) preset",
+    )
+    p.add_argument("--frames", type=int, help="animation length (default 120; 1 for PNG)")
+    p.add_argument("--resolution", type=int, nargs=2, metavar=("W", "H"), help="default 1280 720")
+    p.add_argument("--samples", type=int, help="Cycles samples (default 32)")
+    p.add_argument("--blend", help="also save the Blender scene as this .blend")
+    p.add_argument("--glb", help="also export the (cut) scene as this .glb")
+    p.add_argument(
+        "--cut", action="append", default=[], choices=["X", "Y", "Z", "FREE"], help="cut plane"
+    )
+    p.add_argument("--em-slice", action="store_true", help="show the EM slice on cut planes")
+    p.add_argument("--blender", help="Blender executable (default: the bpy module of this Python)")
+    p.add_argument("--run-dir", help="where to write the pipeline run for a volume input")
+    add_run_arguments(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    src = Path(args.input)
+    if not src.exists():
+        raise VemcellError(f"'{src}' does not exist.")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".mp4", ".png"):
+        raise VemcellError(f"--out must end in .mp4 or .png, not '{out.name}'.")
+    _launcher(args.blender)  # fail before a long pipeline run when no Blender is available
+    headless_script()
+    if src.is_dir() and (src / "scene.json").is_file():
+        run_dir = src
+        prog = Progress(args.progress, [("render", 1.0)])
+    else:
+        from vemcell.commands.run import options_from_args
+        from vemcell.pipeline import STAGES
+        from vemcell.pipeline import run as run_pipeline
+
+        run_dir = Path(args.run_dir) if args.run_dir else out.with_name(out.stem + "_run")
+        prog = Progress(args.progress, [*STAGES, ("render", 40.0)])
+        run_pipeline(src, run_dir, options_from_args(args), progress=prog)
+    summary = render_run_dir(
+        run_dir,
+        out,
+        animation=args.animation,
+        engine=args.engine,
+        frames=args.frames,
+        resolution=tuple(args.resolution) if args.resolution else None,
+        samples=args.samples,
+        blend=args.blend,
+        glb=args.glb,
+        cuts=args.cut,
+        em_slice=args.em_slice,
+        blender=args.blender,
+        progress=prog,
+    )
+    prog.done()
+    if args.progress != "json":
+        for f in summary.get("files", []):
+            print(f"wrote {f}")
+        for key in ("blend", "glb"):
+            if summary.get(key):
+                print(f"wrote {summary[key]}")
+        if summary.get("render_s") is not None:
+            print(f"render time {summary['render_s']} s ({summary.get('frames')} frame(s))")
+    return 0
