@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "info": "info",
     "segment": "segment",
     "run": "run",
+    "mesh": "mesh",
+    "measure": "measure",
     "demo": "demo",
     "models": "models",
     "synth": "synth",

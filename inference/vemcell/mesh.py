@@ -1,0 +1,371 @@
+"""Closed, watertight triangle meshes of every organelle class (and every cell) in micrometres.
+
+Surfaces come from zmesh's multi-label marching cubes: one pass over the whole volume meshes
+every label at once, so a volume with many classes (or, with a cell volume, many cell × class
+combinations, meshed as one combined id ``cell * n_classes + class``) costs about as much as
+one class. The volume is padded by one background voxel first, so objects that touch the
+volume border are closed too. Each surface is then smoothed with Taubin's λ|μ filter
+(trimesh; it removes the voxel staircase without shrinking the object) and decimated with
+fast-simplification's quadric edge collapse. A decimated mesh that is no longer watertight is
+redone with a milder reduction, so every mesh handed on is closed.
+
+Coordinates: the label array is (z, y, x); a voxel index (z, y, x) sits at the physical point
+(x·vx, y·vy, z·vz) / 1000 µm, and vertex columns are (X, Y, Z) with Z the slice direction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vemcell.errors import VemcellError
+from vemcell.progress import Progress
+
+#: Taubin iterations used by default (also by :func:`vemcell.measure.measure` when it meshes).
+DEFAULT_SMOOTH = 20
+#: Fraction of faces removed by default; 0.5 halves the marching-cubes face count.
+DEFAULT_DECIMATE = 0.5
+#: Taubin pass-band parameters (λ shrinks, μ re-inflates; μ slightly above λ keeps volume).
+TAUBIN_LAMBDA = 0.5
+TAUBIN_MU = 0.53
+
+Color = tuple[float, float, float, float]
+
+
+@dataclass
+class MeshItem:
+    """One organelle class (in one cell, when cells are given) as a closed triangle mesh.
+
+    ``vertices`` are float32 (N, 3) in µm with columns X, Y, Z; ``faces`` int32 (M, 3) with
+    outward-facing (counter-clockwise) winding. ``area_um2`` is the surface area of the
+    smoothed surface before decimation, the value :mod:`vemcell.measure` reports.
+    """
+
+    name: str
+    cell: int | None
+    class_index: int
+    class_name: str
+    color: Color
+    vertices: np.ndarray
+    faces: np.ndarray
+    area_um2: float | None = None
+
+    @property
+    def file_stem(self) -> str:
+        """A file-name-safe stem: ``cell_01__mitochondrion`` or ``mitochondrion``."""
+        return safe_name(self.name.replace("/", "__"))
+
+    def to_trimesh(self) -> Any:
+        """The mesh as a :class:`trimesh.Trimesh` (no re-processing of vertices)."""
+        import trimesh
+
+        return trimesh.Trimesh(self.vertices, self.faces, process=False)
+
+
+def safe_name(name: str) -> str:
+    """Replace characters that are unsafe in file names with ``_``."""
+    out = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in name)
+    return out.strip("._") or "object"
+
+
+def cell_prefix(cell: int, max_cell: int) -> str:
+    """``cell_01``: zero-padded to at least two digits, more when there are ≥ 100 cells."""
+    width = max(2, len(str(int(max_cell))))
+    return f"cell_{int(cell):0{width}d}"
+
+
+def check_inputs(
+    labels: np.ndarray,
+    voxel_size_nm: Sequence[float],
+    instances: np.ndarray | None,
+) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray | None]:
+    """Validate labels, voxel size and cell ids; every problem is one :class:`VemcellError`."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise VemcellError(f"A label volume must be 3D (Z, Y, X); got shape {labels.shape}.")
+    if labels.dtype.kind not in "uib":
+        raise VemcellError(f"A label volume must hold integers, not {labels.dtype}.")
+    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
+        raise VemcellError("The label volume holds negative values; labels must be 0 or more.")
+    if labels.dtype == np.bool_:
+        labels = labels.astype(np.uint8)
+    try:
+        vs = tuple(float(v) for v in voxel_size_nm)
+    except (TypeError, ValueError):
+        raise VemcellError("The voxel size must be three numbers (Z Y X, in nm).") from None
+    if len(vs) != 3 or not all(np.isfinite(vs)) or min(vs) <= 0:
+        raise VemcellError(f"The voxel size must be three positive numbers in nm, got {vs}.")
+    if instances is not None:
+        instances = np.asarray(instances)
+        if instances.shape != labels.shape:
+            raise VemcellError(
+                f"The cell volume is {'×'.join(map(str, instances.shape))} voxels but the "
+                f"labels are {'×'.join(map(str, labels.shape))}; they must be the same shape."
+            )
+        if instances.dtype.kind not in "uib":
+            raise VemcellError(f"A cell volume must hold integer ids, not {instances.dtype}.")
+        if instances.dtype.kind == "i" and instances.size and instances.min() < 0:
+            raise VemcellError("The cell volume holds negative ids; cell ids must be 0 or more.")
+        if instances.dtype == np.bool_:
+            instances = instances.astype(np.uint8)
+    return labels, vs, instances  # type: ignore[return-value]
+
+
+def object_ids(
+    labels: np.ndarray,
+    classes: Sequence[tuple[int, str, Any]],
+    instances: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """One id per (cell, class) object: ``cell * n + class`` (0 outside the wanted classes).
+
+    Returns the id volume (smallest unsigned dtype that holds it) and ``n`` (the class
+    stride), so ``divmod(id, n)`` gives back ``(cell, class)``.
+    """
+    wanted = sorted({int(c[0]) for c in classes})
+    if not wanted:
+        raise VemcellError("No classes to mesh were given.")
+    n = max(max(wanted) + 1, int(labels.max()) + 1 if labels.size else 1)
+    lut = np.zeros(n, dtype=np.uint32 if instances is not None else _uint_for(n))
+    lut[wanted] = wanted
+    cls = lut[labels]
+    if instances is None:
+        return cls, n
+    max_id = (int(instances.max()) + 1) * n
+    dtype = _uint_for(max_id)
+    ids = instances.astype(dtype) * dtype.type(n)
+    ids += cls.astype(dtype, copy=False)
+    ids[cls == 0] = 0
+    return ids, n
+
+
+def _uint_for(max_value: int) -> np.dtype:
+    for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if max_value <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    raise VemcellError("Too many cells × classes to number (more than 2**64).")
+
+
+def _laplacian(faces: np.ndarray, n_vertices: int) -> Any:
+    """Umbrella Laplacian as a CSR matrix (each row averages the vertex's neighbours).
+
+    trimesh builds the same operator as a COO matrix, which is re-converted on every
+    iteration; building it once as CSR from the half-edges makes smoothing ~10× faster.
+    """
+    import scipy.sparse as sp
+
+    a = faces.ravel()
+    b = faces[:, [1, 2, 0]].ravel()
+    adj = sp.csr_matrix(
+        (np.ones(2 * a.size), (np.concatenate([a, b]), np.concatenate([b, a]))),
+        shape=(n_vertices, n_vertices),
+    )
+    adj.data[:] = 1.0
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    deg[deg == 0] = 1.0
+    return sp.diags(1.0 / deg).tocsr() @ adj
+
+
+def smooth_mesh(vertices: np.ndarray, faces: np.ndarray, iterations: int) -> np.ndarray:
+    """Taubin-smoothed vertex positions (float64); topology is untouched, so still closed."""
+    import trimesh
+    from trimesh.smoothing import filter_taubin
+
+    if iterations <= 0:
+        return np.asarray(vertices, dtype=np.float64)
+    tm = trimesh.Trimesh(np.asarray(vertices, dtype=np.float64), faces, process=False)
+    filter_taubin(
+        tm,
+        lamb=TAUBIN_LAMBDA,
+        nu=TAUBIN_MU,
+        iterations=int(iterations),
+        laplacian_operator=_laplacian(faces, len(vertices)),
+    )
+    return np.asarray(tm.vertices, dtype=np.float64)
+
+
+def is_watertight(faces: np.ndarray) -> bool:
+    """True when every edge is shared by exactly two faces with opposite directions.
+
+    The same test as :attr:`trimesh.Trimesh.is_watertight` (closed and consistently wound),
+    done with plain numpy on the faces.
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    if len(f) < 4:
+        return False
+    half = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
+    n = int(f.max()) + 1
+    key = half[:, 0] * n + half[:, 1]
+    rev = half[:, 1] * n + half[:, 0]
+    key.sort()
+    if np.any(key[1:] == key[:-1]):
+        return False  # an edge used twice in the same direction: non-manifold or flipped
+    return bool(np.all(np.isin(rev, key, assume_unique=False)))
+
+
+def _drop_fins(faces: np.ndarray) -> np.ndarray:
+    """Remove faces that occur more than once (back-to-back 'fins' left by edge collapses)."""
+    s = np.sort(faces, axis=1)
+    _, inverse, counts = np.unique(s, axis=0, return_inverse=True, return_counts=True)
+    keep = counts[inverse.ravel()] == 1
+    return faces[keep]
+
+
+def _compact(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    used = np.unique(faces)
+    if len(used) == len(vertices):
+        return vertices, faces
+    remap = np.full(len(vertices), -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return vertices[used], remap[faces]
+
+
+def decimate_mesh(
+    vertices: np.ndarray, faces: np.ndarray, decimate: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quadric decimation (fast-simplification) that keeps the mesh watertight.
+
+    ``decimate`` in [0, 1) is the fraction of faces to remove; a value ≥ 1 is a target face
+    count (meshes already that small are left alone). When a result is not watertight, the
+    reduction is halved and tried again; in the end the undecimated mesh is returned.
+    """
+    import fast_simplification
+
+    n_faces = len(faces)
+    if decimate >= 1.0:
+        reduction = 1.0 - float(decimate) / n_faces if n_faces > decimate else 0.0
+    else:
+        reduction = float(decimate)
+    while reduction >= 0.05 and n_faces * (1.0 - reduction) >= 8:
+        v, f = fast_simplification.simplify(
+            np.asarray(vertices, dtype=np.float64),
+            np.asarray(faces, dtype=np.int32),
+            target_reduction=reduction,
+        )
+        f = _drop_fins(np.asarray(f, dtype=np.int64))
+        if len(f) and is_watertight(f):
+            return _compact(np.asarray(v), f)
+        reduction /= 2.0
+    return vertices, faces
+
+
+def _area(vertices: np.ndarray, faces: np.ndarray) -> float:
+    tri = vertices[faces]
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    return float(0.5 * np.linalg.norm(cross, axis=1).sum())
+
+
+def norm_color(color: Any) -> Color:
+    """RGBA in 0..1 from [r, g, b(, a)] given in 0..1 or 0..255."""
+    parts = [float(c) for c in color]
+    if any(p > 1.0 for p in parts):
+        parts = [p / 255.0 for p in parts]
+    if len(parts) == 3:
+        parts.append(1.0)
+    if len(parts) != 4:
+        raise VemcellError(f"Colour {color!r} is not [r, g, b(, a)].")
+    return tuple(min(1.0, max(0.0, p)) for p in parts)  # type: ignore[return-value]
+
+
+def mesh_labels(
+    labels: np.ndarray,
+    voxel_size_nm: Sequence[float],
+    classes: Sequence[tuple[int, str, Any]],
+    *,
+    instances: np.ndarray | None = None,
+    smooth: int = DEFAULT_SMOOTH,
+    decimate: float = DEFAULT_DECIMATE,
+    progress: Progress | None = None,
+) -> list[MeshItem]:
+    """Mesh every wanted class (per cell when ``instances`` is given) as closed surfaces.
+
+    Parameters
+    ----------
+    labels : (Z, Y, X) integer array
+        Semantic labels; the value is the class index.
+    voxel_size_nm : (z, y, x)
+        Voxel size in nm.
+    classes : sequence of (index, name, color)
+        Classes to mesh (the caller leaves out background); color is RGBA in 0..1 (or 0..255).
+    instances : (Z, Y, X) integer array, optional
+        Cell ids (0 = no cell). Each (cell, class) becomes its own mesh named
+        ``cell_01/mitochondrion``; class voxels outside every cell are meshed as ``mitochondrion``
+        with ``cell=None``.
+    smooth : int
+        Taubin smoothing iterations (0 = the raw marching-cubes staircase).
+    decimate : float
+        Fraction of faces to remove in [0, 1), or a target face count per mesh when ≥ 1.
+    progress : Progress, optional
+        Reports the fraction of meshes done within the caller's current stage.
+
+    Returns
+    -------
+    list of MeshItem
+        Ordered by cell (no cell first), then class index. Classes without voxels are absent.
+    """
+    import zmesh
+
+    labels, vs, instances = check_inputs(labels, voxel_size_nm, instances)
+    if smooth is None:
+        smooth = 0
+    if int(smooth) < 0:
+        raise VemcellError(f"Smoothing must be 0 or more iterations, not {smooth}.")
+    decimate = float(decimate or 0.0)
+    if decimate < 0:
+        raise VemcellError(
+            f"Decimation must be a fraction in [0, 1) or a face count, not {decimate}."
+        )
+    info = {int(i): (str(name), norm_color(color)) for i, name, color in classes}
+    ids, stride = object_ids(labels, classes, instances)
+    if not ids.any():
+        raise VemcellError(
+            "The label volume has no voxels of the classes to mesh (only background)."
+        )
+    max_cell = int(instances.max()) if instances is not None else 0
+
+    # zmesh puts vertex k of array axis a at k * res[a]; a one-voxel background border closes
+    # objects on the volume faces, and its offset is taken off again below.
+    mesher = zmesh.Mesher(vs)
+    mesher.mesh(np.pad(ids, 1), close=False)
+    obj_ids = sorted(int(i) for i in mesher.ids() if i != 0)
+    res = np.asarray(vs, dtype=np.float64)
+    items: list[MeshItem] = []
+    for k, oid in enumerate(obj_ids):
+        cell, cls = divmod(oid, stride)
+        name, color = info[cls]
+        if progress is not None:
+            progress.update(k / max(1, len(obj_ids)), f"meshing {name}")
+        m = mesher.get(oid, normals=False)
+        mesher.erase(oid)
+        # (axis0, axis1, axis2) = (Z, Y, X) in nm → (X, Y, Z) in µm; reversing the columns is a
+        # mirror, so the winding is reversed too to keep normals pointing outwards.
+        verts = (np.asarray(m.vertices, dtype=np.float64) - res)[:, ::-1] / 1000.0
+        faces = np.asarray(m.faces, dtype=np.int64)[:, ::-1]
+        if len(faces) == 0:
+            continue
+        verts = smooth_mesh(verts, faces, int(smooth))
+        area = _area(verts, faces)
+        if decimate > 0:
+            verts, faces = decimate_mesh(verts, faces, decimate)
+        if instances is not None and cell > 0:
+            full = f"{cell_prefix(cell, max_cell)}/{name}"
+        else:
+            full = name
+        items.append(
+            MeshItem(
+                name=full,
+                cell=int(cell) if (instances is not None and cell > 0) else None,
+                class_index=int(cls),
+                class_name=name,
+                color=color,
+                vertices=np.ascontiguousarray(verts, dtype=np.float32),
+                faces=np.ascontiguousarray(faces, dtype=np.int32),
+                area_um2=area,
+            )
+        )
+    if progress is not None:
+        progress.update(1.0, f"meshed {len(items)} objects")
+    items.sort(key=lambda it: (-1 if it.cell is None else it.cell, it.class_index))
+    return items
