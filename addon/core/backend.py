@@ -155,6 +155,8 @@ class BackendJob:
         The interpreter to run.
     env : dict, optional
         Environment of the child (default :func:`backend_env`).
+    command : list of str, optional
+        Run this exact command instead (anything that prints the same JSON lines).
     """
 
     def __init__(
@@ -162,8 +164,9 @@ class BackendJob:
         arguments: Sequence[str],
         python: str | None = None,
         env: dict[str, str] | None = None,
+        command: Sequence[str] | None = None,
     ) -> None:
-        self.command = [python or sys.executable, "-m", "vemcell", *arguments]
+        self.command = list(command or [python or sys.executable, "-m", "vemcell", *arguments])
         self._events: queue.Queue[ProgressEvent] = queue.Queue()
         self._stderr: list[str] = []
         self._other: list[str] = []

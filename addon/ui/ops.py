@@ -19,7 +19,7 @@ def _options(settings: props.VemcellSettings) -> backend.RunOptions:
     if settings.model == "CUSTOM":
         model = bpy.path.abspath(settings.custom_model)
     else:
-        model = settings.model or ""
+        model = "" if settings.model == "DEFAULT" else settings.model
     return backend.RunOptions(
         volume=volume,
         model=model,

@@ -13,6 +13,7 @@ _MODEL_ITEMS: list[tuple[str, str, str]] = []
 def _model_items(self: bpy.types.PropertyGroup, context: bpy.types.Context | None) -> list:
     # Blender keeps only references to these strings: the list must outlive the call.
     _MODEL_ITEMS.clear()
+    _MODEL_ITEMS.append(("DEFAULT", "Default", "The backend's default model"))
     for name, title in pipeline.shipped_models():
         _MODEL_ITEMS.append((name, name, title))
     _MODEL_ITEMS.append(("CUSTOM", "Custom .onnx", "A model file of your own (with its card)"))

@@ -1,0 +1,356 @@
+"""The Blender add-on in-process with the bpy module: import, colours, cuts, EM slices, renders,
+error and cancel paths. Skipped when bpy (Blender as a Python module) is not installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+bpy = pytest.importorskip("bpy", reason="bpy (Blender as a Python module) is not installed")
+
+from blender_helpers import make_fake_run  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.blender
+
+
+def _load_addon():
+    """The add-on package from addon/ (as headless.py loads it), registered once."""
+    init = ROOT / "addon" / "__init__.py"
+    name = "vemcell_blender"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, init, submodule_search_locations=[str(init.parent)]
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def addon():
+    mod = _load_addon()
+    mod.register()
+    yield mod
+    mod.unregister()
+
+
+@pytest.fixture
+def core(addon):
+    from importlib import import_module
+
+    names = ("animation", "backend", "cutplanes", "emslice", "materials", "pipeline")
+    names += ("render", "scene")
+    return {n: import_module(f"{addon.__name__}.core.{n}") for n in names}
+
+
+@pytest.fixture
+def clean_scene(addon):
+    bpy.ops.wm.read_homefile(app_template="", use_empty=True)
+    yield bpy.context.scene
+    bpy.ops.wm.read_homefile(app_template="", use_empty=True)
+
+
+@pytest.fixture(scope="module")
+def fake_run(tmp_path_factory):
+    return make_fake_run(tmp_path_factory.mktemp("fake"))
+
+
+def _snapshot():
+    return (
+        sorted(o.name for o in bpy.data.objects),
+        sorted(c.name for c in bpy.data.collections),
+        sorted(m.name for m in bpy.data.meshes),
+    )
+
+
+def test_import_collections_names_colours_measurements(core, clean_scene, fake_run):
+    scene = clean_scene
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    root = core["scene"].find_root(scene)
+    assert root is not None
+    assert sorted(c.name for c in root.children) == ["cell_01", "cell_02"]
+    cell1 = bpy.data.collections["cell_01"]
+    assert sorted(o.name for o in cell1.objects) == [
+        "cell_01 / cytoplasm",
+        "cell_01 / mitochondrion",
+        "cell_01 / nucleus",
+        "cell_01 / plastid",
+    ]
+    mito = bpy.data.objects["cell_01 / mitochondrion"]
+    # physical scale: the mesh is a 0.08 µm sphere at (0.55, 0.25, 0.4) µm
+    co = np.array([v.co[:] for v in mito.data.vertices])
+    assert np.allclose(co.mean(axis=0), (0.55, 0.25, 0.4), atol=0.01)
+    assert np.allclose(np.linalg.norm(co - co.mean(axis=0), axis=1), 0.08, atol=0.005)
+    # Figure 1 colours, one material per class shared by all cells
+    colours = {
+        o.get("vemcell_class"): tuple(o.active_material.diffuse_color) for o in root.all_objects
+    }
+    r, g, b, a = colours["mitochondrion"]
+    assert r > 0.9 and g > 0.7 and b < 0.2 and a == 1.0
+    r, g, b, _ = colours["plastid"]
+    assert g > r + 0.3 and g > b + 0.3
+    r, g, b, _ = colours["peroxisome"]
+    assert r > 0.9 and 0.2 < g < 0.6 and b < 0.1
+    r, g, b, a = colours["cytoplasm"]
+    assert min(r, g, b) > 0.9 and a < 0.5
+    r, g, b, _ = colours["nucleus"]
+    assert abs(r - g) < 0.05 and abs(g - b) < 0.05 and 0.2 < r < 0.8
+    assert (
+        bpy.data.objects["cell_01 / cytoplasm"].active_material
+        is bpy.data.objects["cell_02 / cytoplasm"].active_material
+    )
+    # measurements as custom properties
+    manifest = json.loads((fake_run / "scene.json").read_text())
+    entry = next(e for e in manifest["objects"] if e["name"] == "cell_01/mitochondrion")
+    assert mito["volume_um3"] == pytest.approx(entry["measurements"]["volume_um3"])
+    assert mito["surface_area_um2"] == pytest.approx(entry["measurements"]["surface_area_um2"])
+    assert mito["vemcell_cell"] == 1 and mito["vemcell_class"] == "mitochondrion"
+    assert "volume_um3" in mito["vemcell_measured"].split(",")
+    # the panel's class list and its visibility control
+    settings = scene.vemcell
+    assert {c.name for c in settings.classes} == set(colours)
+    item = next(c for c in settings.classes if c.name == "mitochondrion")
+    item.visible = False
+    assert mito.hide_render and mito.hide_viewport
+    item.colour = (0.0, 0.0, 1.0, 1.0)
+    assert tuple(mito.active_material.diffuse_color) == pytest.approx((0, 0, 1, 1))
+
+
+def test_reimport_replaces_previous_result(core, clean_scene, fake_run):
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    first = _snapshot()
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    assert _snapshot() == first
+    assert len([c for c in bpy.data.collections if c.get("vemcell_root")]) == 1
+
+
+def test_cut_plane_leaves_closed_capped_meshes(core, clean_scene, fake_run):
+    scene = clean_scene
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    bpy.ops.vemcell.add_cut(axis="X")
+    empty = core["cutplanes"].cut_planes(scene)[0]
+    empty.location.x = 0.5  # through cell 1: cytoplasm, nucleus, mitochondrion
+    cyto = bpy.data.objects["cell_01 / cytoplasm"]
+    for solver in ("fast", "exact"):
+        with core["cutplanes"].render_solvers(scene, core["cutplanes"].solver_choice(solver)):
+            dg = bpy.context.evaluated_depsgraph_get()
+            dg.update()
+            for name in ("cell_01 / cytoplasm", "cell_01 / nucleus", "cell_01 / mitochondrion"):
+                obj = bpy.data.objects[name]
+                assert core["cutplanes"].evaluated_mesh_is_closed(obj, dg), (solver, name)
+            ev = cyto.evaluated_get(dg)
+            xs = np.array([v.co.x for v in ev.data.vertices])
+            assert xs.max() == pytest.approx(0.5, abs=1e-3)  # clipped at the plane
+            # the cap: faces lying in the plane, with the organelle's material
+            caps = [p for p in ev.data.polygons if abs(p.center.x - 0.5) < 1e-4]
+            assert caps and all(
+                ev.data.materials[p.material_index].name == "vemcell cytoplasm" for p in caps
+            )
+            # cell 2 lies wholly on the removed side
+            ev2 = bpy.data.objects["cell_02 / peroxisome"].evaluated_get(dg)
+            assert len(ev2.data.polygons) == 0
+    bpy.ops.vemcell.remove_cut(plane=empty.name)
+    assert not core["cutplanes"].cut_planes(scene)
+    assert not any(m.type == "BOOLEAN" for m in cyto.modifiers)
+
+
+def test_em_slice_follows_the_plane(core, clean_scene, fake_run):
+    scene = clean_scene
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    bpy.ops.vemcell.add_cut(axis="Z")
+    empty = core["cutplanes"].cut_planes(scene)[0]
+    bpy.ops.vemcell.toggle_slice(plane=empty.name)
+    plane = core["emslice"].slice_plane(empty)
+    image = bpy.data.images[plane["vemcell_slice"]]
+    res = image.size[0]
+
+    def pixels():
+        px = np.empty(res * res * 4, dtype=np.float32)
+        image.pixels.foreach_get(px)
+        return px.reshape(res, res, 4)
+
+    empty.location.z = 0.1
+    core["emslice"].on_depsgraph_update(scene, bpy.context.evaluated_depsgraph_get())
+    low = pixels()
+    empty.location.z = 0.6
+    core["emslice"].on_depsgraph_update(scene, bpy.context.evaluated_depsgraph_get())
+    high = pixels()
+    inside = low[..., 3] > 0
+    assert inside.sum() > 0.05 * res * res  # the volume's footprint is opaque
+    assert not np.allclose(low[..., 0], high[..., 0])  # the volume's intensity grows with z
+    # the bright disc of the synthetic volume (centre x=y=0.4 µm) shows at the right place
+    mw = np.array(empty.matrix_world)
+    co = np.array([mw @ np.array([*v.co, 1.0]) for v in plane.data.vertices])[:, :3]
+    lo, hi = co.min(axis=0), co.max(axis=0)
+    col = int((0.4 - lo[0]) / (hi[0] - lo[0]) * res)
+    row = int((0.4 - lo[1]) / (hi[1] - lo[1]) * res)
+    assert high[row, col, 0] > 0.95
+    bpy.ops.vemcell.toggle_slice(plane=empty.name)
+    assert core["emslice"].slice_plane(empty) is None
+
+
+def test_workbench_frame_shows_organelle_colours(core, clean_scene, fake_run, tmp_path):
+    from bpy_extras.object_utils import world_to_camera_view
+
+    scene = clean_scene
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    for item in scene.vemcell.classes:  # nothing in front of the organelles checked
+        item.visible = item.name not in ("cytoplasm", "nucleus")
+    core["animation"].setup_camera(scene)
+    scene.frame_start = scene.frame_end = 1
+    core["render"].apply_preset(scene, "preview", (240, 160))
+    out = tmp_path / "frame.png"
+    assert core["render"].render(scene, out) == [out]
+    img = bpy.data.images.load(str(out))
+    w, h = img.size
+    px = np.empty(w * h * 4, dtype=np.float32)
+    img.pixels.foreach_get(px)
+    px = px.reshape(h, w, 4)
+    checks = {
+        "cell_01 / mitochondrion": lambda r, g, b: r > 0.5 and g > 0.4 and b < 0.5 * g,
+        "cell_01 / plastid": lambda r, g, b: g > 1.5 * r and g > 1.5 * b,
+        "cell_02 / peroxisome": lambda r, g, b: r > 0.5 and g < 0.75 * r and b < 0.5 * g + 0.05,
+    }
+    for name, ok in checks.items():
+        obj = bpy.data.objects[name]
+        centre = sum((v.co for v in obj.data.vertices), obj.data.vertices[0].co * 0) / len(
+            obj.data.vertices
+        )
+        uv = world_to_camera_view(scene, scene.camera, obj.matrix_world @ centre)
+        x, y = int(uv.x * w), int(uv.y * h)
+        r, g, b, _ = px[y, x]
+        assert ok(r, g, b), (name, (r, g, b))
+
+
+def test_cycles_final_preset_still(core, clean_scene, fake_run, tmp_path):
+    scene = clean_scene
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    core["animation"].setup_camera(scene)
+    scene.frame_start = scene.frame_end = 1
+    core["render"].apply_preset(scene, "final", (64, 48), samples=4)
+    assert scene.render.engine == "CYCLES" and scene.cycles.use_denoising
+    out = tmp_path / "final.png"
+    core["render"].render(scene, out)
+    img = bpy.data.images.load(str(out))
+    assert tuple(img.size) == (64, 48)
+
+
+@pytest.mark.parametrize("kind", ["turntable", "cut-sweep", "reveal", "flythrough"])
+def test_animations_key_the_scene(core, clean_scene, fake_run, kind):
+    scene = clean_scene
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    bpy.ops.vemcell.animate(kind=kind, frames=10)
+    assert (scene.frame_start, scene.frame_end) == (1, 10)
+    keyed = [
+        idb
+        for idb in [*bpy.data.objects, *bpy.data.materials]
+        if idb.animation_data and idb.animation_data.action
+    ]
+    assert keyed, "nothing was keyed"
+    if kind in ("cut-sweep", "flythrough"):
+        empty = core["cutplanes"].cut_planes(scene)[0]
+        scene.frame_set(1)
+        z1 = empty.matrix_world.translation.z
+        scene.frame_set(10)
+        assert empty.matrix_world.translation.z < z1
+    if kind == "reveal":
+        mat = bpy.data.materials["vemcell cytoplasm"]
+        scene.frame_set(1)
+        a1 = mat.diffuse_color[3]
+        scene.frame_set(10)
+        assert a1 == pytest.approx(1.0) and mat.diffuse_color[3] < 0.5
+    if kind == "turntable":
+        pivot = bpy.data.objects["vemcell pivot"]
+        scene.frame_set(6)
+        assert pivot.rotation_euler.z == pytest.approx(np.pi, rel=1e-3)
+
+
+def test_failing_backend_reports_one_error_and_leaves_scene(core, clean_scene, fake_run, tmp_path):
+    scene = clean_scene
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    before = _snapshot()
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"this is not a TIFF file")
+    scene.vemcell.volume = str(bad)
+    # the operator's one error is the backend CLI's own one-line message
+    cli = subprocess.run(
+        [sys.executable, "-m", "vemcell", "run", str(bad), "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode != 0
+    message = cli.stderr.strip().splitlines()[-1].split("error:", 1)[1].strip()
+    with pytest.raises(RuntimeError) as err:
+        bpy.ops.vemcell.build()
+    assert message in str(err.value) and "Traceback" not in str(err.value)
+    assert _snapshot() == before
+    scene.vemcell.volume = str(tmp_path / "missing.tif")
+    with pytest.raises(RuntimeError, match="does not exist"):
+        bpy.ops.vemcell.build()
+    assert _snapshot() == before
+
+
+def test_cancel_stops_the_subprocess(core, tmp_path):
+    backend = core["backend"]
+    job_dir, _ = backend.new_run_dir(tmp_path, "volume.tif")
+    script = (
+        "import json, time\n"
+        "rec = {'stage': 'segment', 'fraction': 0.25, 'message': 'slices'}\n"
+        "print(json.dumps(rec), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    job = backend.BackendJob([], command=[sys.executable, "-c", script])
+    deadline = time.monotonic() + 20
+    events = []
+    while not events and time.monotonic() < deadline:
+        events = job.poll()
+        time.sleep(0.05)
+    assert events and events[0].stage == "segment" and events[0].fraction == 0.25
+    t0 = time.monotonic()
+    job.cancel()
+    assert not job.running and time.monotonic() - t0 < 10
+    job.finish()  # cancelled: no error
+    backend.discard(job_dir)
+    assert not job_dir.exists()
+
+
+def test_backend_error_message_is_the_cli_line(core):
+    backend = core["backend"]
+    script = (
+        "import sys; print('vemcell run: error: The volume is empty.', file=sys.stderr); "
+        "sys.exit(2)"
+    )
+    job = backend.BackendJob([], command=[sys.executable, "-c", script])
+    with pytest.raises(backend.BackendError, match=r"^The volume is empty\.$"):
+        job.wait()
+
+
+def test_run_options_match_the_backend_cli(core, tmp_path):
+    """Every argument the add-on passes is one `vemcell run` accepts."""
+    from vemcell.cli import build_parser
+
+    opts = core["backend"].RunOptions(
+        volume="v.tif",
+        model="cmerolae6",
+        voxel_size_nm=(30.0, 10.0, 10.0),
+        directions=1,
+        median=5,
+        separate_cells="off",
+        foreground="threshold",
+        smooth=4,
+        decimate=0.3,
+    )
+    args = build_parser().parse_args(opts.arguments(tmp_path / "run"))
+    assert args.volume == "v.tif" and args.progress == "json"
+    assert args.voxel_size == [30.0, 10.0, 10.0] and args.directions == 1 and args.median == 5
+    assert args.smooth == 4 and args.decimate == 0.3 and args.separate_cells == "off"
