@@ -117,7 +117,9 @@ def test_ome_zarr_is_lazy_and_has_voxel_size(tmp_path):
 
     data = stack((6, 20, 24))
     root = zarr.open_group(str(tmp_path / "a.ome.zarr"), mode="w")
-    root.create_dataset("0", data=data[None, None], chunks=(1, 1, 2, 20, 24))
+    kw = {"shape": (1, 1, *data.shape), "dtype": data.dtype, "chunks": (1, 1, 2, 20, 24)}
+    arr = root.create_array("0", **kw) if hasattr(root, "create_array") else root.create("0", **kw)
+    arr[...] = data[None, None]
     root.attrs["multiscales"] = [
         {
             "axes": [

@@ -218,8 +218,8 @@ def run(
             (tmp / "measurements.json").write_text(
                 json.dumps(measure.summary(rows), indent=2), encoding="utf-8"
             )
-            report = _report(vol, card, opt, seg_result, timer, t_start, cells_report, meshes)
-            (tmp / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        report = _report(vol, card, opt, seg_result, timer, t_start, cells_report, meshes)
+        (tmp / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     prog.done(f"wrote {Path(out)}")
     return report
 
