@@ -4,8 +4,9 @@
   used for it).
 - Surface area is that of the Taubin-smoothed surface before decimation (a raw
   marching-cubes staircase overestimates a sphere's area by ~8–16 %, the smoothed surface is
-  within ~1–2 %). :func:`measure` meshes with :data:`vemcell.mesh.DEFAULT_SMOOTH` when no
-  meshes are given, so ``vemcell measure`` and ``vemcell mesh`` report the same areas.
+  within ~1–2 %). :func:`measure` meshes with the default smoothing
+  (:func:`vemcell.mesh.auto_smooth`) when no meshes are given, so ``vemcell measure`` and
+  ``vemcell mesh`` (with its default ``--smooth``) report the same areas.
 - Sphericity is π^(1/3) (6V)^(2/3) / A: 1 for a ball, smaller for anything else. For a class
   made of several pieces it is that of the pieces together.
 - Components are counted with 26-connectivity (voxels touching at a face, an edge or a corner
@@ -25,7 +26,7 @@ import numpy as np
 
 from vemcell.errors import VemcellError
 from vemcell.io import atomic_path
-from vemcell.mesh import DEFAULT_SMOOTH, MeshItem, check_inputs, mesh_labels, object_ids
+from vemcell.mesh import MeshItem, check_inputs, mesh_labels, object_ids
 
 FIELDS = [
     "cell",
@@ -91,9 +92,7 @@ def measure(
             "The label volume has no voxels of the classes to measure (only background)."
         )
     if meshes is None:
-        meshes = mesh_labels(
-            labels, vs, classes, instances=instances, smooth=DEFAULT_SMOOTH, decimate=0
-        )
+        meshes = mesh_labels(labels, vs, classes, instances=instances, smooth=None, decimate=0)
     areas = {(m.cell or 0, m.class_index): _mesh_area(m) for m in meshes}
     voxel_um3 = float(np.prod(vs)) / 1e9
     boxes = ndi.find_objects(ids)

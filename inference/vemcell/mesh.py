@@ -24,7 +24,8 @@ import numpy as np
 from vemcell.errors import VemcellError
 from vemcell.progress import Progress
 
-#: Taubin iterations used by default (also by :func:`vemcell.measure.measure` when it meshes).
+#: Taubin iterations for isotropic voxels; ``smooth=None`` scales it with the anisotropy
+#: (see :func:`auto_smooth`). Also used by :func:`vemcell.measure.measure` when it meshes.
 DEFAULT_SMOOTH = 20
 #: Fraction of faces removed by default; 0.5 halves the marching-cubes face count.
 DEFAULT_DECIMATE = 0.5
@@ -168,6 +169,17 @@ def _laplacian(faces: np.ndarray, n_vertices: int) -> Any:
     return sp.diags(1.0 / deg).tocsr() @ adj
 
 
+def auto_smooth(voxel_size_nm: Sequence[float]) -> int:
+    """Default Taubin iterations: :data:`DEFAULT_SMOOTH` × the voxel anisotropy (at most 4×).
+
+    Thick slices leave taller steps, which take more iterations to flatten: a ball of radius
+    20 voxels comes back within 1 % of its analytic area at 20 iterations for cubic voxels,
+    but needs ~60 for 30 × 12 × 10 nm voxels to get within 2 %.
+    """
+    ratio = max(voxel_size_nm) / min(voxel_size_nm)
+    return round(DEFAULT_SMOOTH * min(4.0, max(1.0, ratio)))
+
+
 def smooth_mesh(vertices: np.ndarray, faces: np.ndarray, iterations: int) -> np.ndarray:
     """Taubin-smoothed vertex positions (float64); topology is untouched, so still closed."""
     import trimesh
@@ -275,7 +287,7 @@ def mesh_labels(
     classes: Sequence[tuple[int, str, Any]],
     *,
     instances: np.ndarray | None = None,
-    smooth: int = DEFAULT_SMOOTH,
+    smooth: int | None = None,
     decimate: float = DEFAULT_DECIMATE,
     progress: Progress | None = None,
 ) -> list[MeshItem]:
@@ -293,8 +305,9 @@ def mesh_labels(
         Cell ids (0 = no cell). Each (cell, class) becomes its own mesh named
         ``cell_01/mitochondrion``; class voxels outside every cell are meshed as ``mitochondrion``
         with ``cell=None``.
-    smooth : int
-        Taubin smoothing iterations (0 = the raw marching-cubes staircase).
+    smooth : int, optional
+        Taubin smoothing iterations (0 = the raw marching-cubes staircase); None picks
+        :func:`auto_smooth` for the voxel size.
     decimate : float
         Fraction of faces to remove in [0, 1), or a target face count per mesh when ≥ 1.
     progress : Progress, optional
@@ -309,7 +322,7 @@ def mesh_labels(
 
     labels, vs, instances = check_inputs(labels, voxel_size_nm, instances)
     if smooth is None:
-        smooth = 0
+        smooth = auto_smooth(vs)
     if int(smooth) < 0:
         raise VemcellError(f"Smoothing must be 0 or more iterations, not {smooth}.")
     decimate = float(decimate or 0.0)

@@ -53,9 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--smooth",
         type=int,
-        default=DEFAULT_SMOOTH,
+        default=None,
         metavar="N",
-        help=f"Taubin smoothing iterations (0 = voxel staircase; default {DEFAULT_SMOOTH})",
+        help=f"Taubin smoothing iterations (0 = voxel staircase; default {DEFAULT_SMOOTH} "
+        "× the voxel anisotropy, at most 4×)",
     )
     p.add_argument(
         "--decimate",
@@ -192,7 +193,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[Any, np.ndarray | None, list[
 def run(args: argparse.Namespace) -> int:
     from vemcell import export, measure, mesh
 
-    if args.smooth < 0:
+    if args.smooth is not None and args.smooth < 0:
         raise VemcellError(f"--smooth must be 0 or more iterations, not {args.smooth}.")
     if args.decimate < 0:
         raise VemcellError(
