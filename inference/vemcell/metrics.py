@@ -1,0 +1,109 @@
+"""Segmentation scores: per-class intersection over union (the paper's eq. 1).
+
+Numpy only, so the runtime, the evaluation command, training and cross-validation all score
+predictions with the same code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from vemcell.errors import VemcellError
+
+
+def confusion_matrix(
+    pred: np.ndarray, truth: np.ndarray, n_classes: int, ignore: int | None = 255
+) -> np.ndarray:
+    """Counts ``cm[t, p]`` of voxels with true class ``t`` predicted as ``p`` (int64).
+
+    Voxels whose truth equals ``ignore`` are left out; predictions and truths outside
+    ``0..n_classes-1`` are an error.
+    """
+    p = np.asarray(pred)
+    t = np.asarray(truth)
+    if p.shape != t.shape:
+        raise VemcellError(f"Prediction shape {p.shape} differs from the label shape {t.shape}.")
+    p = p.reshape(-1).astype(np.int64)
+    t = t.reshape(-1).astype(np.int64)
+    if ignore is not None:
+        keep = t != ignore
+        if not keep.all():
+            p, t = p[keep], t[keep]
+    if t.size and (t.min() < 0 or t.max() >= n_classes):
+        raise VemcellError(
+            f"The labels hold value {int(t.max())}, outside the model's {n_classes} classes "
+            f"(0..{n_classes - 1}); map them with --label-map."
+        )
+    if p.size and (p.min() < 0 or p.max() >= n_classes):
+        raise VemcellError(f"The prediction holds class {int(p.max())} of only {n_classes}.")
+    return np.bincount(t * n_classes + p, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes
+    )
+
+
+def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
+    """Per-class IoU = overlap / union from a confusion matrix; NaN where a class is in neither."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diag(cm)
+    union = cm.sum(0) + cm.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+
+
+def iou_per_class(
+    pred: np.ndarray, truth: np.ndarray, n_classes: int, ignore: int | None = 255
+) -> np.ndarray:
+    """IoU of every class (NaN for a class absent from both prediction and truth)."""
+    return iou_from_confusion(confusion_matrix(pred, truth, n_classes, ignore))
+
+
+def iou_report(iou: np.ndarray, class_names: list[str]) -> dict:
+    """``{"iou": {name: value or None}, "mean_iou": mean over classes present}`` (JSON-ready)."""
+    values = {
+        name: (None if np.isnan(v) else round(float(v), 6))
+        for name, v in zip(class_names, iou, strict=True)
+    }
+    present = [v for v in values.values() if v is not None]
+    return {"iou": values, "mean_iou": round(float(np.mean(present)), 6) if present else None}
+
+
+def parse_label_map(spec: str | None) -> dict[str, int] | None:
+    """Parse ``"0=0,1=3,*=1"`` (label value = class index; ``*`` any other value)."""
+    if not spec:
+        return None
+    out: dict[str, int] = {}
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or not (key == "*" or key.lstrip("-").isdigit()) or not value.strip().isdigit():
+            raise VemcellError(
+                f"--label-map entry {part!r} is not VALUE=CLASS (e.g. '0=0,*=1' maps every "
+                "nonzero label to class 1)."
+            )
+        out[key] = int(value)
+    return out
+
+
+def apply_label_map(
+    labels: np.ndarray, mapping: dict[str, int] | None, n_classes: int
+) -> np.ndarray:
+    """Map raw label values to class indices; unlisted values keep their value (or ``*``'s)."""
+    labels = np.asarray(labels)
+    if mapping:
+        values = np.unique(labels)
+        lut_keys = values.astype(np.int64)
+        mapped = np.array(
+            [mapping.get(str(int(v)), mapping.get("*", int(v))) for v in lut_keys], np.int64
+        )
+        idx = np.searchsorted(lut_keys, labels.astype(np.int64))
+        labels = mapped[idx]
+    top = int(labels.max()) if labels.size else 0
+    if top >= n_classes or (labels.size and int(labels.min()) < 0):
+        raise VemcellError(
+            f"The labels hold value {top}, but there are only {n_classes} classes "
+            f"(0..{n_classes - 1}); give a --label-map."
+        )
+    return labels.astype(np.uint8)

@@ -1,0 +1,88 @@
+"""IoU (the paper's eq. 1) and label maps: numpy only, no torch needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vemcell.errors import VemcellError
+from vemcell.metrics import (
+    apply_label_map,
+    confusion_matrix,
+    iou_per_class,
+    iou_report,
+    parse_label_map,
+)
+
+
+def _cube(shape=(20, 30, 40), lo=(5, 5, 5), side=10, value=1) -> np.ndarray:
+    a = np.zeros(shape, np.uint8)
+    z, y, x = lo
+    a[z : z + side, y : y + side, x : x + side] = value
+    return a
+
+
+def test_perfect_prediction_scores_one() -> None:
+    truth = _cube()
+    truth[0, 0, :3] = 2
+    iou = iou_per_class(truth, truth, 3)
+    np.testing.assert_array_equal(iou, [1.0, 1.0, 1.0])
+    assert iou_report(iou, ["bg", "a", "b"])["mean_iou"] == 1.0
+
+
+def test_shifted_prediction_scores_overlap_over_union() -> None:
+    side, d = 10, 3
+    truth = _cube(side=side)
+    pred = np.roll(truth, d, axis=2)
+    iou = iou_per_class(pred, truth, 2)
+    inter = side * side * (side - d)
+    union = side * side * (side + d)
+    assert iou[1] == pytest.approx(inter / union)
+    n = truth.size
+    bg_inter = n - side**3 - side * side * d  # background in both
+    bg_union = n - inter
+    assert iou[0] == pytest.approx(bg_inter / bg_union)
+
+
+def test_absent_class_is_nan_and_left_out_of_the_mean() -> None:
+    truth = _cube()
+    iou = iou_per_class(truth, truth, 4)
+    assert np.isnan(iou[2]) and np.isnan(iou[3])
+    report = iou_report(iou, ["a", "b", "c", "d"])
+    assert report["iou"]["c"] is None and report["mean_iou"] == 1.0
+
+
+def test_missed_class_scores_zero() -> None:
+    truth = _cube()
+    pred = np.zeros_like(truth)
+    assert iou_per_class(pred, truth, 2)[1] == 0.0
+
+
+def test_confusion_ignores_value_and_checks_range() -> None:
+    truth = np.array([0, 1, 255, 1])
+    pred = np.array([0, 1, 1, 0])
+    cm = confusion_matrix(pred, truth, 2, ignore=255)
+    assert cm.tolist() == [[1, 0], [1, 1]]
+    with pytest.raises(VemcellError, match="outside"):
+        confusion_matrix(pred, np.array([0, 1, 7, 1]), 2, ignore=None)
+    with pytest.raises(VemcellError, match="shape"):
+        confusion_matrix(pred[:2], truth, 2)
+
+
+def test_label_map_maps_instances_to_a_class() -> None:
+    inst = np.array([[0, 5, 17], [300, 0, 5]], np.uint16)
+    mapped = apply_label_map(inst, parse_label_map("0=0,*=1"), 2)
+    assert mapped.dtype == np.uint8
+    assert mapped.tolist() == [[0, 1, 1], [1, 0, 1]]
+    assert apply_label_map(np.array([0, 1, 2]), parse_label_map("2=1,1=0"), 2).tolist() == [0, 0, 1]
+
+
+@pytest.mark.parametrize("spec", ["0:1", "a=1", "1=x", "=2"])
+def test_bad_label_map_is_one_sentence(spec: str) -> None:
+    with pytest.raises(VemcellError, match="VALUE=CLASS"):
+        parse_label_map(spec)
+
+
+def test_labels_beyond_the_classes_need_a_map() -> None:
+    with pytest.raises(VemcellError, match="--label-map"):
+        apply_label_map(np.array([0, 1, 9]), None, 6)

@@ -1,0 +1,212 @@
+"""Training, export and evaluation of the U-Net (needs torch; small and fast)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from vemcell.cli import main  # noqa: E402
+from vemcell.errors import VemcellError  # noqa: E402
+from vemcell.io import write_tiff  # noqa: E402
+from vemcell.modelcard import load_card  # noqa: E402
+from vemcell_train.data import Augment, SliceSampler, VolumePair  # noqa: E402
+from vemcell_train.export import export_checkpoint  # noqa: E402
+from vemcell_train.losses import TverskyLoss  # noqa: E402
+from vemcell_train.model import AttentionUNet, count_parameters  # noqa: E402
+from vemcell_train.train import TrainConfig, load_checkpoint, train  # noqa: E402
+
+CARD = {
+    "name": "tiny",
+    "classes": [{"name": "background"}, {"name": "blob"}, {"name": "dot"}],
+    "background_class": 0,
+    "normalisation": {"method": "scale"},
+    "voxel_size_nm": 20.0,
+    "tile": 32,
+}
+
+
+def blobs(seed: int, shape=(32, 48, 48)) -> tuple[np.ndarray, np.ndarray]:
+    """Bright spheres (class 1) with a few small dark dots (class 2) on a grey background."""
+    rng = np.random.default_rng(seed)
+    zz, yy, xx = np.indices(shape)
+    labels = np.zeros(shape, np.uint8)
+    for _ in range(4):
+        c = rng.uniform(6, np.array(shape) - 6)
+        r = rng.uniform(5, 9)
+        labels[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < r * r] = 1
+    for _ in range(6):
+        c = rng.uniform(3, np.array(shape) - 3)
+        labels[(zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2 < 4] = 2
+    grey = np.array([120, 200, 40], np.float32)[labels]
+    image = np.clip(grey + rng.normal(0, 12, shape), 0, 255).astype(np.uint8)
+    return image, labels
+
+
+def pair(seed: int) -> VolumePair:
+    image, labels = blobs(seed)
+    return VolumePair(image.astype(np.float32) / 255, labels, f"blobs{seed}", (20.0,) * 3)
+
+
+def tiny_config(**kw) -> TrainConfig:
+    base = dict(epochs=2, steps_per_epoch=6, batch_size=4, tile=32, base=4, lr=5e-3, val_slices=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_network_follows_the_paper_layout() -> None:
+    net = AttentionUNet(n_classes=6, base=64)
+    assert len(net.down) == 5 and len(net.up) == 4  # four down and four up stages
+    assert net.down[-1][0].out_channels == 1024  # 64-128-256-512-1024 as Table 2
+    assert net.head.out_channels == 6 and net.head.kernel_size == (1, 1)
+    small = AttentionUNet(n_classes=6, base=16)
+    assert count_parameters(small) < count_parameters(net) / 10
+    out = small.eval()(torch.zeros(1, 1, 48, 80))
+    assert out.shape == (1, 6, 48, 80)
+
+
+def test_tversky_loss_is_zero_for_a_perfect_prediction_and_weights_misses() -> None:
+    target = torch.zeros(1, 8, 8, dtype=torch.long)
+    target[0, 2:5, 2:5] = 1
+    perfect = torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2).float() * 40
+    assert TverskyLoss(0.5, 0.5, smooth=0.0)(perfect, target).item() < 1e-6
+    under = target.clone()
+    under[0, 4, 2:5] = 0  # misses 3 of the 9 object pixels
+    over = target.clone()
+    over[0, 5, 2:5] = 1  # adds 3 pixels beside the object
+
+    def logits(lab: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(lab, 2).permute(0, 3, 1, 2).float() * 40
+
+    fn_heavy = TverskyLoss(alpha=0.1, beta=0.9, smooth=0.0)
+    assert fn_heavy(logits(under), target) > fn_heavy(logits(over), target)
+    dice = TverskyLoss(alpha=0.5, beta=0.5, smooth=0.0)
+    assert dice(logits(under), target) > 0 and dice(logits(over), target) > 0
+
+
+def test_sampler_balances_classes_and_augment_keeps_labels_aligned() -> None:
+    v = pair(0)
+    sampler = SliceSampler([v], crop=48, directions=3, balance=1.0, n_classes=3)
+    rng = np.random.default_rng(0)
+    imgs, labs = sampler.batch(rng, 60)
+    assert imgs.shape == (60, 48, 48) and labs.shape == (60, 48, 48)
+    dot_fraction = (labs == 2).mean()
+    assert dot_fraction > 2 * (v.labels == 2).mean()  # small class is over-sampled
+    x, y = Augment()(
+        torch.from_numpy(imgs),
+        torch.from_numpy(labs.astype(np.int64)),
+        32,
+        torch.Generator().manual_seed(0),
+    )
+    assert x.shape == (60, 1, 32, 32) and y.shape == (60, 32, 32)
+    assert float(x.min()) >= 0 and float(x.max()) <= 1
+    # spheres stay bright after geometry changes (labels move with the image)
+    assert float(x[:, 0][y == 1].mean()) > float(x[:, 0][y == 0].mean())
+
+
+def test_tiny_network_learns_and_resume_reproduces_the_run(tmp_path: Path) -> None:
+    vols, val = [pair(1), pair(2)], [pair(3)]
+    cfg = tiny_config(epochs=3)
+    full = train(cfg, vols, tmp_path / "a", card=CARD, val_volumes=val, log=lambda m: None)
+    losses = [h["loss"] for h in full["history"]]
+    assert losses[-1] < losses[0]
+    # the same seed, stopped after one epoch and resumed, ends where the full run ended
+    train(
+        tiny_config(epochs=1), vols, tmp_path / "b", card=CARD, val_volumes=val, log=lambda m: None
+    )
+    resumed = train(
+        cfg, vols, tmp_path / "b", card=CARD, val_volumes=val, resume=True, log=lambda m: None
+    )
+    assert [h["loss"] for h in resumed["history"]] == pytest.approx(losses, rel=1e-5)
+    a = load_checkpoint(tmp_path / "a" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "b" / "last.pt")["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+    with pytest.raises(VemcellError, match="different settings"):
+        train(tiny_config(epochs=3, lr=1e-2), vols, tmp_path / "b", card=CARD, resume=True)
+
+
+def test_export_matches_torch_and_evaluate_scores_it(tmp_path: Path) -> None:
+    vols = [pair(1)]
+    train(
+        tiny_config(epochs=1, steps_per_epoch=2),
+        vols,
+        tmp_path / "run",
+        card=CARD,
+        log=lambda m: None,
+    )
+    facts = export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "m.onnx")
+    assert facts["max_abs_diff"] < 1e-4
+    card = load_card(tmp_path / "m.onnx")
+    assert card.n_classes == 3 and card.divisor == 16 and card.normalisation["method"] == "scale"
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((3, 1, 48, 80), dtype=np.float32)
+    ref = torch.softmax(facts["net"](torch.from_numpy(x)), 1).detach().numpy()
+    got = sess.run(["probabilities"], {"image": x})[0]
+    assert got.shape == (3, 3, 48, 80)
+    assert np.abs(got - ref).max() < 1e-4
+    # evaluate through the user-facing segmentation, against the labels and against itself
+    image, labels = blobs(5)
+    write_tiff(tmp_path / "img.tif", image, (20.0, 20.0, 20.0))
+    write_tiff(tmp_path / "lab.tif", labels, (20.0, 20.0, 20.0))
+    out = tmp_path / "iou.json"
+    rc = main(
+        [
+            "evaluate",
+            "--model",
+            str(tmp_path / "m.onnx"),
+            "--image",
+            str(tmp_path / "img.tif"),
+            "--labels",
+            str(tmp_path / "lab.tif"),
+            "--directions",
+            "1",
+            "--json",
+            str(out),
+            "--progress",
+            "none",
+        ]
+    )
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert set(report["iou"]) == {"background", "blob", "dot"}
+    assert 0.0 <= report["mean_iou"] <= 1.0
+
+
+def test_training_commands_explain_a_missing_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vemcell.commands._training import require_training
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(VemcellError, match=r"pip install 'vemcell\[train\]'"):
+        require_training("train")
+
+
+def test_train_cli_rejects_mismatched_inputs(tmp_path: Path, capsys) -> None:
+    image, _ = blobs(0)
+    write_tiff(tmp_path / "img.tif", image, (20.0, 20.0, 20.0))
+    (tmp_path / "classes.json").write_text(json.dumps(["bg", "blob", "dot"]))
+    rc = main(
+        [
+            "train",
+            "--images",
+            str(tmp_path / "img.tif"),
+            "--labels",
+            str(tmp_path / "img.tif"),
+            str(tmp_path / "img.tif"),
+            "--classes",
+            str(tmp_path / "classes.json"),
+            "--out",
+            str(tmp_path / "run"),
+            "--progress",
+            "none",
+        ]
+    )
+    assert rc == 2
+    assert "one label volume per image" in capsys.readouterr().err

@@ -1,0 +1,149 @@
+"""The 2D attention U-Net of Kousaka et al. (Table 2), with a configurable width.
+
+Four down and four up stages; every stage is two 3×3 convolutions each followed by batch
+normalisation and ReLU; every decoder stage gates its encoder skip connection with an additive
+attention gate (Oktay et al. 2018) before concatenation; a 1×1 convolution gives one score per
+class. The paper's network starts at 64 channels (64-128-256-512-1024); ``base`` sets the first
+width and the others double, so ``base=64`` is the paper's layout and the default ``base=16``
+(1/16 of the multiply-adds) is what trains and runs in reasonable time on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class DoubleConv(nn.Sequential):
+    """Two (3×3 conv → batch norm → ReLU), with optional dropout between them."""
+
+    def __init__(self, cin: int, cout: int, dropout: float = 0.0) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout2d(dropout))
+        layers += [
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+        ]
+        super().__init__(*layers)
+
+
+class AttentionGate(nn.Module):
+    """Additive attention gate: weights a skip connection by what the decoder asks for.
+
+    ``alpha = sigmoid(psi(relu(W_g g + W_x x)))`` and the output is ``x * alpha``, with ``g``
+    the (already upsampled) decoder features and ``x`` the encoder skip at the same size.
+    """
+
+    def __init__(self, c_gate: int, c_skip: int, c_inter: int) -> None:
+        super().__init__()
+        self.w_g = nn.Sequential(nn.Conv2d(c_gate, c_inter, 1, bias=False), nn.BatchNorm2d(c_inter))
+        self.w_x = nn.Sequential(nn.Conv2d(c_skip, c_inter, 1, bias=False), nn.BatchNorm2d(c_inter))
+        self.psi = nn.Sequential(nn.Conv2d(c_inter, 1, 1), nn.BatchNorm2d(1), nn.Sigmoid())
+
+    def forward(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        alpha = self.psi(F.relu(self.w_g(g) + self.w_x(x)))
+        return x * alpha
+
+
+class UpStage(nn.Module):
+    """Upsample ×2 (transposed conv), gate the skip, concatenate, two convolutions."""
+
+    def __init__(self, cin: int, cskip: int, cout: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.gate = AttentionGate(cout, cskip, max(cskip // 2, 1))
+        self.conv = DoubleConv(cout + cskip, cout, dropout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)
+        return self.conv(torch.cat([self.gate(x, skip), x], dim=1))
+
+
+class AttentionUNet(nn.Module):
+    """2D U-Net with attention-gated skips; returns class logits of shape (N, C, H, W).
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of output classes.
+    base : int
+        Channels of the first stage; stage ``k`` has ``base * 2**k`` (paper: 64).
+    depth : int
+        Number of down (and up) stages (paper: 4). Inputs must be multiples of ``2**depth``.
+    dropout : float
+        Spatial dropout inside the bottleneck and the decoder stages (0 disables it).
+    in_channels : int
+        Input channels (1 for greyscale EM).
+    """
+
+    def __init__(
+        self,
+        n_classes: int = 6,
+        base: int = 16,
+        depth: int = 4,
+        dropout: float = 0.1,
+        in_channels: int = 1,
+    ) -> None:
+        super().__init__()
+        widths = [base * 2**k for k in range(depth + 1)]
+        self.depth = depth
+        self.down = nn.ModuleList()
+        cin = in_channels
+        for k, w in enumerate(widths):
+            self.down.append(DoubleConv(cin, w, dropout if k == depth else 0.0))
+            cin = w
+        self.up = nn.ModuleList(
+            UpStage(widths[k + 1], widths[k], widths[k], dropout) for k in reversed(range(depth))
+        )
+        self.head = nn.Conv2d(widths[0], n_classes, 1)
+
+    @property
+    def divisor(self) -> int:
+        """Input height and width must be multiples of this."""
+        return 2**self.depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for k, stage in enumerate(self.down):
+            if k:
+                x = F.max_pool2d(x, 2)
+            x = stage(x)
+            skips.append(x)
+        x = skips.pop()
+        for stage in self.up:
+            x = stage(x, skips.pop())
+        return self.head(x)
+
+
+class SoftmaxModel(nn.Module):
+    """Wraps a logits network so its output is per-class probabilities (what ONNX ships)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(image), dim=1)
+
+
+def build_model(arch: dict) -> AttentionUNet:
+    """A network from the ``arch`` dict stored in checkpoints (keys as the constructor)."""
+    return AttentionUNet(
+        n_classes=int(arch["n_classes"]),
+        base=int(arch.get("base", 16)),
+        depth=int(arch.get("depth", 4)),
+        dropout=float(arch.get("dropout", 0.1)),
+        in_channels=int(arch.get("in_channels", 1)),
+    )
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
