@@ -54,7 +54,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--engine", choices=["workbench", "cycles"], default="workbench")
     p.add_argument("--frames", type=int, default=None, help="animation length (default 120)")
     p.add_argument("--resolution", type=int, nargs=2, metavar=("W", "H"), default=(1280, 720))
-    p.add_argument("--samples", type=int, default=32, help="Cycles samples (final preset)")
+    p.add_argument("--samples", type=int, default=16, help="Cycles samples (final preset)")
     p.add_argument("--cut", action="append", default=[], choices=["X", "Y", "Z", "FREE"])
     p.add_argument("--em-slice", action="store_true", help="EM slice on the cut planes")
     p.add_argument("--blend", help="also save the scene as this .blend")

@@ -24,11 +24,13 @@ MAX_PLANES = 3
 MOD_PREFIX = "vemcell cut"
 AXES = ("X", "Y", "Z", "FREE")
 
-# Rotation (Euler XYZ) that turns the Empty's local +Z (the removed side) towards each axis.
+# Rotation (Euler XYZ) that turns the Empty's local +Z (the removed side) towards +X, -Y, +Z:
+# the half facing the default camera (which looks from +X, -Y, +Z) is the one removed, so the
+# caps face the camera.
 _ROTATION = {
     "Z": (0.0, 0.0, 0.0),
     "X": (0.0, math.pi / 2, 0.0),
-    "Y": (-math.pi / 2, 0.0, 0.0),
+    "Y": (math.pi / 2, 0.0, 0.0),
     "FREE": (math.radians(35), math.radians(-25), 0.0),
 }
 

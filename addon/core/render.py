@@ -25,7 +25,7 @@ def apply_preset(
     scene: bpy.types.Scene,
     preset: str = "preview",
     resolution: tuple[int, int] = (1280, 720),
-    samples: int = 32,
+    samples: int = 16,
 ) -> None:
     """Configure ``scene`` for a preview (Workbench) or final (Cycles CPU, denoised) render."""
     preset = ENGINES.get(preset, preset)

@@ -141,7 +141,7 @@ class VemcellSettings(bpy.types.PropertyGroup):
     output: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Output", subtype="FILE_PATH", default="//vemcell.mp4"
     )
-    samples: bpy.props.IntProperty(name="Samples", default=32, min=1, max=4096)  # type: ignore[valid-type]
+    samples: bpy.props.IntProperty(name="Samples", default=16, min=1, max=4096)  # type: ignore[valid-type]
 
 
 def sync_classes(scene: bpy.types.Scene) -> None:

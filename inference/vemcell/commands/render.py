@@ -197,7 +197,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--frames", type=int, help="animation length (default 120; 1 for PNG)")
     p.add_argument("--resolution", type=int, nargs=2, metavar=("W", "H"), help="default 1280 720")
-    p.add_argument("--samples", type=int, help="Cycles samples (default 32)")
+    p.add_argument("--samples", type=int, help="Cycles samples (default 16, denoised)")
     p.add_argument("--blend", help="also save the Blender scene as this .blend")
     p.add_argument("--glb", help="also export the (cut) scene as this .glb")
     p.add_argument(
