@@ -77,27 +77,27 @@ _SAMPLE_DIR = Path(__file__).resolve().parent / "data" / "sample"
 class Imaging:
     """How the microscope renders the cells (grey levels on 0..255, lengths in nm)."""
 
-    background: float = 182.0
-    cytoplasm: float = 132.0
-    nucleus: float = 166.0
-    plastid: float = 118.0
-    mitochondrion: float = 158.0
-    peroxisome: float = 168.0
-    starch: float = 194.0
-    membrane: float = 35.0
-    membrane_strength: float = 0.95
-    membrane_width_nm: float = 11.0
-    cytoplasm_texture: float = 16.0
-    nucleus_texture: float = 12.0
+    background: float = 196.0
+    cytoplasm: float = 128.0
+    nucleus: float = 172.0
+    plastid: float = 126.0
+    mitochondrion: float = 164.0
+    peroxisome: float = 176.0
+    starch: float = 212.0
+    membrane: float = 22.0
+    membrane_strength: float = 1.0
+    membrane_width_nm: float = 12.0
+    cytoplasm_texture: float = 14.0
+    nucleus_texture: float = 14.0
     background_texture: float = 4.0
-    thylakoid_contrast: float = 38.0
+    thylakoid_contrast: float = 60.0
     thylakoid_period_nm: float = 75.0
-    cristae_contrast: float = 22.0
+    cristae_contrast: float = 25.0
     cristae_period_nm: float = 70.0
-    blur_xy_nm: float = 14.0
-    blur_z_nm: float = 14.0
-    gain: float = 0.55
-    read_noise: float = 4.0
+    blur_xy_nm: float = 11.0
+    blur_z_nm: float = 12.0
+    gain: float = 0.35
+    read_noise: float = 3.0
     curtain_amplitude: float = 7.0
     curtain_width_nm: float = 40.0
     drift_amplitude: float = 0.05
@@ -122,18 +122,18 @@ class Imaging:
             peroxisome=grey(d.peroxisome),
             starch=grey(d.starch),
             membrane=grey(d.membrane, 10.0),
-            membrane_strength=float(rng.uniform(0.6, 0.95)),
-            membrane_width_nm=float(rng.uniform(6.0, 13.0)),
+            membrane_strength=float(rng.uniform(0.7, 1.0)),
+            membrane_width_nm=float(rng.uniform(8.0, 16.0)),
             cytoplasm_texture=float(rng.uniform(8.0, 24.0)),
             nucleus_texture=float(rng.uniform(5.0, 18.0)),
             background_texture=float(rng.uniform(1.0, 8.0)),
-            thylakoid_contrast=float(rng.uniform(20.0, 55.0)),
+            thylakoid_contrast=float(rng.uniform(30.0, 80.0)),
             thylakoid_period_nm=float(rng.uniform(60.0, 95.0)),
-            cristae_contrast=float(rng.uniform(8.0, 35.0)),
+            cristae_contrast=float(rng.uniform(10.0, 40.0)),
             cristae_period_nm=float(rng.uniform(55.0, 95.0)),
             blur_xy_nm=float(rng.uniform(6.0, 24.0)),
             blur_z_nm=float(rng.uniform(6.0, 30.0)),
-            gain=float(rng.uniform(0.2, 1.2)),
+            gain=float(rng.uniform(0.15, 1.0)),
             read_noise=float(rng.uniform(1.0, 8.0)),
             curtain_amplitude=float(rng.uniform(0.0, 14.0)),
             curtain_width_nm=float(rng.uniform(25.0, 90.0)),
@@ -220,12 +220,33 @@ def _random_frame(rng: np.random.Generator) -> np.ndarray:
     return Rotation.random(random_state=rng).as_matrix()
 
 
+def _unit_ellipsoids(
+    stage: int, scale: float, frames: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets from the unit centre and local radii (µm) of each cell body of one unit.
+
+    For K candidate ``frames`` (K, 3, 3) returns offsets (K, B, 3) and radii (K, B, 3), B = 1
+    body in stages 1–3 (one cell, longer along the division axis, local x, as it grows) and
+    B = 2 daughters in stages 4–5, along that axis, overlapping in a wide furrow in stage 4 and
+    barely touching in stage 5.
+    """
+    k = len(frames)
+    if stage <= 3:
+        radii = np.array([0.88 + 0.09 * (stage - 1), 0.84, 0.80]) * scale
+        return np.zeros((k, 1, 3)), radii * rng.uniform(0.95, 1.05, (k, 1, 3))
+    offset = (0.50 if stage == 4 else 0.66) * scale
+    radii = np.array([0.70, 0.72, 0.69]) * scale
+    offsets = frames[:, None, :, 0] * (np.array([1.0, -1.0]) * offset)[None, :, None]
+    return offsets, radii * rng.uniform(0.96, 1.04, (k, 2, 3))
+
+
 def _make_bodies(
     unit: int,
     stage: int,
     centre: np.ndarray,
     frame: np.ndarray,
     scale: float,
+    shapes: list[tuple[np.ndarray, np.ndarray]],
     next_id: int,
     rng: np.random.Generator,
 ) -> list[_Body]:
@@ -237,42 +258,27 @@ def _make_bodies(
             for name in ("nucleus", "plastid", "cavity", "mitochondrion", "peroxisome")
         }
 
-    if stage <= 3:
-        radii = np.array([0.88 + 0.09 * (stage - 1), 0.84, 0.80]) * scale
-        radii *= rng.uniform(0.95, 1.05, 3)
-        return [
-            _Body(
-                next_id,
-                unit,
-                stage,
-                "whole",
-                centre,
-                frame,
-                radii,
-                scale,
-                float(rng.uniform(0, 2 * np.pi)),
-                jitter(),
-            )
-        ]
-    offset = (0.50 if stage == 4 else 0.66) * scale
-    radii = np.array([0.70, 0.72, 0.69]) * scale
     angle = float(rng.uniform(0, 2 * np.pi))
+    if stage <= 3:
+        radii = shapes[1][0]
+        return [_Body(next_id, unit, stage, "whole", centre, frame, radii, scale, angle, jitter())]
     bodies = []
     for k, (role, sign) in enumerate((("daughter_a", 1.0), ("daughter_b", -1.0))):
         # daughter b is the mirror image of a: its local +x also points at the furrow
         f = frame @ np.diag([sign, 1.0, 1.0])
-        c = centre + frame[:, 0] * sign * offset
+        offset, radii = shapes[0][k], shapes[1][k]
+        layout_angle = angle + float(rng.normal(0, 0.4))
         bodies.append(
             _Body(
                 next_id + k,
                 unit,
                 stage,
                 role,
-                c,
+                centre + offset,
                 f,
-                radii * rng.uniform(0.96, 1.04, 3),
+                radii,
                 0.82 * scale,
-                angle + float(rng.normal(0, 0.4)),
+                layout_angle,
                 jitter(),
             )
         )
@@ -344,56 +350,83 @@ def _organelle_fields(
 # the generator
 
 
-def _unit_spheres(stage: int, scale: float, centre: np.ndarray, frame: np.ndarray):
-    """Spheres (centre µm, radius µm) that roughly cover a cell or a dividing pair."""
-    if stage <= 3:
-        return [(centre, (0.86 + 0.05 * (stage - 1)) * scale)]
-    offset = (0.50 if stage == 4 else 0.66) * scale
-    return [(centre + frame[:, 0] * s * offset, 0.72 * scale) for s in (1.0, -1.0)]
-
-
 def _place_units(
     n: int,
     stages: list[int],
     extent: np.ndarray,
     rng: np.random.Generator,
     allow_partial: bool,
-) -> list[tuple[np.ndarray, int, float, np.ndarray]]:
-    """Centres (µm, x y z), stages, scales and frames of the cells: some touch, none overlap.
+) -> list[tuple[np.ndarray, int, float, np.ndarray, tuple[np.ndarray, np.ndarray]]]:
+    """Place the cells; start again (a few times, fewer for many cells) until all fit."""
+    best: list = []
+    for _ in range(max(2, 120 // max(n, 1))):
+        got = _place_once(n, stages, extent, rng, allow_partial)
+        if len(got) > len(best):
+            best = got
+        if len(best) == n:
+            break
+    return best
 
-    A cell that cannot be placed after many tries is left out (``info`` lists what was made).
+
+def _place_once(
+    n: int,
+    stages: list[int],
+    extent: np.ndarray,
+    rng: np.random.Generator,
+    allow_partial: bool,
+    tries: int = 1000,
+) -> list[tuple[np.ndarray, int, float, np.ndarray, tuple[np.ndarray, np.ndarray]]]:
+    """Centre (µm, x y z), stage, scale, frame and body shapes of each cell; some touch.
+
+    Cells stay inside the volume unless ``allow_partial`` (or the volume is too small) and do
+    not overlap much. ``tries`` random orientations and positions are drawn at once per cell;
+    a cell that fits nowhere is left out (``info`` lists what was made).
     """
-    placed: list[tuple[np.ndarray, int, float, np.ndarray]] = []
-    spheres: list[tuple[np.ndarray, float]] = []
-    for i in range(n):
-        stage = stages[i % len(stages)]
-        scale = float(rng.uniform(0.9, 1.08))
-        for attempt in range(600):
-            frame = _random_frame(rng)
-            rel = _unit_spheres(stage, scale, np.zeros(3), frame)
-            m = 0.35 if allow_partial else 1.0
-            lo = -np.min([sc - sr * m for sc, sr in rel], axis=0)
-            hi = extent - np.max([sc + sr * m for sc, sr in rel], axis=0)
-            mid = (lo + hi) / 2
-            lo, hi = np.where(lo <= hi, lo, mid), np.where(lo <= hi, hi, mid)
-            if spheres and attempt < 400 and rng.random() < 0.6:
-                # next to an existing cell, so that cells touch
-                c0, r0 = spheres[int(rng.integers(len(spheres)))]
-                d = rng.standard_normal(3)
-                d /= np.linalg.norm(d)
-                reach = 0.86 * scale if stage <= 3 else 1.3 * scale
-                c = np.clip(c0 + d * (reach + r0) * rng.uniform(0.9, 1.0), lo, hi)
-            else:
-                c = rng.uniform(lo, hi)
-            mine = [(c + sc, sr) for sc, sr in rel]
-            ok = not any(
-                np.linalg.norm(sc - p) < 0.93 * (sr + r) for sc, sr in mine for p, r in spheres
-            )
-            if ok:
-                placed.append((c, stage, scale, frame))
-                spheres += mine
-                break
-    return placed
+    placed: dict[int, tuple] = {}
+    centres = np.zeros((0, 3))  # bodies placed so far
+    mean_radii = np.zeros(0)
+    unit_stages = [stages[i % len(stages)] for i in range(n)]
+    scales = [float(v) for v in rng.uniform(0.9, 1.08, n)]
+    margin = 0.35 if allow_partial else 1.0
+    # dividing pairs are the hardest to fit: place them first
+    for i in sorted(range(n), key=lambda i: -unit_stages[i]):
+        stage, scale = unit_stages[i], scales[i]
+        frames = Rotation.random(tries, random_state=rng).as_matrix()
+        offsets, radii = _unit_ellipsoids(stage, scale, frames, rng)
+        # axis-aligned half extent of each rotated ellipsoid, plus room for the shape noise
+        half = np.sqrt(np.einsum("kij,kbj->kbi", frames**2, radii**2)) + 0.1
+        lo = np.max(half * margin - offsets, axis=1)
+        hi = extent - np.max(half * margin + offsets, axis=1)
+        fits = np.all(lo <= hi, axis=1)
+        mid = (lo + hi) / 2
+        lo, hi = np.where(lo <= hi, lo, mid), np.where(lo <= hi, hi, mid)
+        centre = rng.uniform(lo, hi)
+        body_r = np.exp(np.log(radii).mean(axis=2))  # (K, B)
+        if len(centres):
+            # most tries start next to a placed cell, so that cells touch
+            near = rng.random(tries) < 0.6
+            j = rng.integers(len(centres), size=tries)
+            d = rng.standard_normal((tries, 3))
+            d /= np.linalg.norm(d, axis=1, keepdims=True)
+            reach = body_r[:, 0] + (0.0 if stage <= 3 else 0.66 * scale)
+            step = (reach + mean_radii[j]) * rng.uniform(0.97, 1.03, tries)
+            beside = np.clip(centres[j] + d * step[:, None], lo, hi)
+            centre = np.where(near[:, None], beside, centre)
+            bc = centre[:, None, :] + offsets  # (K, B, 3)
+            dist = np.linalg.norm(bc[:, :, None, :] - centres[None, None], axis=-1)
+            clash = np.any(dist < 0.95 * (body_r[:, :, None] + mean_radii[None, None]), axis=(1, 2))
+        else:
+            clash = np.zeros(tries, bool)
+        ok = np.flatnonzero(fits & ~clash)
+        if not len(ok):
+            ok = np.flatnonzero(~clash)  # too small a volume: a cell cut by the border
+        if not len(ok):
+            continue
+        k = int(ok[0])
+        placed[i] = (centre[k], stage, scale, frames[k], (offsets[k], radii[k]))
+        centres = np.concatenate([centres, centre[k] + offsets[k]])
+        mean_radii = np.concatenate([mean_radii, body_r[k]])
+    return [placed[i] for i in sorted(placed)]
 
 
 def generate(
@@ -463,8 +496,8 @@ def generate(
     units = _place_units(n, stages, extent, rng_layout, allow_partial=randomise)
 
     bodies: list[_Body] = []
-    for u, (c, stage, scale, frame) in enumerate(units):
-        bodies += _make_bodies(u + 1, stage, c, frame, scale, len(bodies) + 1, rng_cells)
+    for u, (c, stage, scale, frame, shapes) in enumerate(units):
+        bodies += _make_bodies(u + 1, stage, c, frame, scale, shapes, len(bodies) + 1, rng_cells)
 
     labels = np.zeros(shape, np.uint8)
     cell_ids = np.zeros(shape, np.uint16)
@@ -549,7 +582,7 @@ def generate(
         for name, _cls, f, _mask in fields_kept:
             m = np.exp(-0.5 * (f / w) ** 2)
             m[~inside] = 0.0
-            if name in ("nucleus", "plastid", "mitochondrion"):
+            if name in ("nucleus", "plastid"):
                 # double envelopes read thicker than the single membrane of a peroxisome
                 m = np.maximum(m, np.exp(-0.5 * ((f + 1.4 * w) / w) ** 2) * 0.9 * inside)
             memb = np.maximum(memb, m)
@@ -684,7 +717,10 @@ def _render(labels, cell_ids, membrane, detail, starch, voxel, im: Imaging, rng)
         [im.background_texture, im.cytoplasm_texture, im.nucleus_texture, 6.0, 6.0, 3.0],
         np.float32,
     )[labels]
-    img += amp * np.where(labels == NUCLEUS, coarse, grain)
+    # skewed noise: ribosome-like dark puncta in the cytoplasm, heterochromatin in the nucleus
+    tex = np.where(labels == NUCLEUS, coarse - 1.5 * np.maximum(coarse - 0.6, 0), grain)
+    tex -= 1.5 * np.maximum(-grain - 1.0, 0) * (labels == CYTOPLASM)
+    img += amp * tex
     img += detail
     img -= im.membrane_strength * membrane * (img - im.membrane)
     sig = [im.blur_z_nm / voxel[0], im.blur_xy_nm / voxel[1], im.blur_xy_nm / voxel[2]]
@@ -814,6 +850,24 @@ def regenerate(info: dict[str, Any]) -> SynthResult:
         z_step_nm=p["z_step_nm"],
         randomise=p["randomise"],
     )
+
+
+# The embedded sample: a stage-1 cell, a stage-3 cell (plastid and mitochondrion divided) and a
+# stage-5 pair of daughters; slice 44 cuts through all of them.
+SAMPLE_PARAMETERS: dict[str, Any] = {
+    "shape": (112, 192, 192),
+    "voxel_nm": 20.0,
+    "stages": [1, 3, 5],
+    "seed": 4,
+}
+SAMPLE_DISPLAY_SLICE = 44
+
+
+def make_sample(out_dir: str | Path | None = None) -> Path:
+    """(Re)write the embedded sample (``sample.json`` records how, for exact regeneration)."""
+    result = generate(**SAMPLE_PARAMETERS)
+    result.info["display_slice"] = SAMPLE_DISPLAY_SLICE
+    return write(result, out_dir if out_dir is not None else _SAMPLE_DIR, json_name="sample.json")
 
 
 def sample_dir() -> Path:
