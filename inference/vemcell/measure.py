@@ -26,7 +26,7 @@ import numpy as np
 
 from vemcell.errors import VemcellError
 from vemcell.io import atomic_path
-from vemcell.mesh import MeshItem, check_inputs, mesh_labels, object_ids
+from vemcell.mesh import MeshItem, check_inputs, mesh_labels, object_ids, surface_area
 
 FIELDS = [
     "cell",
@@ -50,10 +50,7 @@ def sphericity(volume_um3: float, area_um2: float) -> float | None:
 def _mesh_area(item: MeshItem) -> float:
     if item.area_um2 is not None:
         return float(item.area_um2)
-    v = np.asarray(item.vertices, dtype=np.float64)
-    tri = v[np.asarray(item.faces)]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    return float(0.5 * np.linalg.norm(cross, axis=1).sum())
+    return surface_area(item.vertices, np.asarray(item.faces))
 
 
 def measure(

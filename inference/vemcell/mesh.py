@@ -122,13 +122,21 @@ def object_ids(
 ) -> tuple[np.ndarray, int]:
     """One id per (cell, class) object: ``cell * n + class`` (0 outside the wanted classes).
 
-    Returns the id volume (smallest unsigned dtype that holds it) and ``n`` (the class
-    stride), so ``divmod(id, n)`` gives back ``(cell, class)``.
+    Returns the id volume (smallest unsigned dtype that holds it; the labels array itself
+    when every label present is wanted and there are no cells) and ``n`` (the class stride),
+    so ``divmod(id, n)`` gives back ``(cell, class)``.
     """
     wanted = sorted({int(c[0]) for c in classes})
     if not wanted:
         raise VemcellError("No classes to mesh were given.")
-    n = max(max(wanted) + 1, int(labels.max()) + 1 if labels.size else 1)
+    max_label = int(labels.max()) if labels.size else 0
+    n = max(max(wanted), max_label) + 1
+    if (
+        instances is None
+        and labels.dtype.kind == "u"
+        and set(range(1, max_label + 1)) <= set(wanted)
+    ):
+        return labels, n
     lut = np.zeros(n, dtype=np.uint32 if instances is not None else _uint_for(n))
     lut[wanted] = wanted
     cls = lut[labels]
@@ -309,10 +317,19 @@ def decimate_mesh(
     return np.concatenate(out_v), np.concatenate(out_f)
 
 
-def _area(vertices: np.ndarray, faces: np.ndarray) -> float:
-    tri = vertices[faces]
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    return float(0.5 * np.linalg.norm(cross, axis=1).sum())
+def surface_area(vertices: np.ndarray, faces: np.ndarray, chunk: int = 1 << 20) -> float:
+    """Total triangle area (float32 maths in chunks, float64 sum: fast on millions of faces)."""
+    v = np.asarray(vertices, dtype=np.float32)
+    total = 0.0
+    for start in range(0, len(faces), chunk):
+        tri = v[faces[start : start + chunk]]
+        a = tri[:, 1] - tri[:, 0]
+        b = tri[:, 2] - tri[:, 0]
+        cx = a[:, 1] * b[:, 2] - a[:, 2] * b[:, 1]
+        cy = a[:, 2] * b[:, 0] - a[:, 0] * b[:, 2]
+        cz = a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+        total += float(np.sqrt(cx * cx + cy * cy + cz * cz).sum(dtype=np.float64))
+    return 0.5 * total
 
 
 def norm_color(color: Any) -> Color:
@@ -398,14 +415,19 @@ def mesh_labels(
             progress.update(k / max(1, len(obj_ids)), f"meshing {name}")
         m = mesher.get(oid, normals=False)
         mesher.erase(oid)
+        if len(m.faces) == 0:
+            continue
         # (axis0, axis1, axis2) = (Z, Y, X) in nm → (X, Y, Z) in µm; reversing the columns is a
         # mirror, so the winding is reversed too to keep normals pointing outwards.
-        verts = (np.asarray(m.vertices, dtype=np.float64) - res)[:, ::-1] / 1000.0
-        faces = np.asarray(m.faces, dtype=np.int64)[:, ::-1]
-        if len(faces) == 0:
-            continue
-        verts = smooth_mesh(verts, faces, int(smooth))
-        area = _area(verts, faces)
+        raw = np.asarray(m.vertices, dtype=np.float32)
+        verts = np.empty_like(raw)
+        for out_col, axis in enumerate((2, 1, 0)):
+            verts[:, out_col] = (raw[:, axis] - np.float32(res[axis])) / np.float32(1000.0)
+        faces = np.ascontiguousarray(np.asarray(m.faces)[:, ::-1], dtype=np.int32)
+        del m, raw
+        if smooth > 0:
+            verts = smooth_mesh(verts, faces, int(smooth))
+        area = surface_area(verts, faces)
         if decimate > 0:
             verts, faces = decimate_mesh(verts, faces, decimate)
         if instances is not None and cell > 0:
