@@ -109,6 +109,12 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--beta", type=float, default=0.6, help="Tversky false-negative weight")
     h.add_argument("--gamma", type=float, default=1.0, help="focal Tversky gamma (1: plain)")
     h.add_argument(
+        "--ce-weight",
+        type=float,
+        default=0.0,
+        help="weight of an added cross-entropy term (0: pure Tversky, as the paper)",
+    )
+    h.add_argument(
         "--balance",
         type=float,
         default=0.5,
@@ -147,6 +153,8 @@ def build_config(args: argparse.Namespace, train_mod: ModuleType) -> Any:
     if args.alpha < 0 or args.beta < 0 or args.alpha + args.beta == 0:
         raise VemcellError("--alpha and --beta must be non-negative and not both zero.")
     positive(args.gamma, "--gamma")
+    if args.ce_weight < 0:
+        raise VemcellError(f"--ce-weight must not be negative, got {args.ce_weight}.")
     return train_mod.TrainConfig(
         epochs=args.epochs,
         steps_per_epoch=args.steps,
@@ -160,6 +168,7 @@ def build_config(args: argparse.Namespace, train_mod: ModuleType) -> Any:
         alpha=args.alpha,
         beta=args.beta,
         gamma=args.gamma,
+        ce_weight=args.ce_weight,
         directions=args.directions,
         balance=args.balance,
         augment=not args.no_augment,
