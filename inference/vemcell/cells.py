@@ -175,7 +175,7 @@ def threshold_foreground(
     *,
     threshold: float | None = None,
     polarity: str = "auto",
-    smooth_nm: float = 40.0,
+    smooth_nm: float = 20.0,
     open_nm: float = 30.0,
     close_nm: float = 60.0,
     min_object_um3: float = 0.05,
