@@ -20,6 +20,7 @@ watershed. This module does the same with the two ONNX files ``vemcell sam-expor
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -328,19 +329,15 @@ def interpolate_slices(keys: dict[int, np.ndarray], depth: int, voxel_yx: tuple[
         outside = ndi.distance_transform_edt(~m, sampling=voxel_yx)
         return inside - outside
 
-    cache = {z: sdt(keys[z]) for z in zs}
-    for z in range(depth):
-        if z in keys:
-            out[z] = keys[z]
-        elif z < zs[0]:
-            out[z] = keys[zs[0]]
-        elif z > zs[-1]:
-            out[z] = keys[zs[-1]]
-        else:
-            hi = next(k for k in zs if k > z)
-            lo = max(k for k in zs if k < z)
+    out[: zs[0] + 1] = keys[zs[0]]
+    out[zs[-1] :] = keys[zs[-1]]
+    hi_sdt = sdt(keys[zs[0]])
+    for lo, hi in itertools.pairwise(zs):
+        lo_sdt, hi_sdt = hi_sdt, sdt(keys[hi])  # two slices of distances in memory at a time
+        out[hi] = keys[hi]
+        for z in range(lo + 1, hi):
             w = (z - lo) / (hi - lo)
-            out[z] = (1 - w) * cache[lo] + w * cache[hi] > 0
+            out[z] = (1 - w) * lo_sdt + w * hi_sdt > 0
     return out
 
 
