@@ -95,3 +95,27 @@ def make_fake_run(root: Path) -> Path:
         json.dumps({"input": str(volume), "voxel_size_nm": list(VOXEL_NM)})
     )
     return run
+
+
+def make_sample_run(root: Path) -> Path:
+    """A run folder of the embedded sample built from its exact labels with the backend's own
+    meshing, measuring and export (everything ``vemcell run`` does after segmentation)."""
+    import tifffile
+
+    from vemcell import export, measure, mesh
+    from vemcell.synth import sample_dir
+
+    sample = Path(sample_dir())
+    meta = json.loads((sample / "sample.json").read_text())
+    labels = tifffile.imread(sample / "labels.tif")
+    cells = tifffile.imread(sample / "cells.tif")
+    voxel = tuple(float(v) for v in meta["voxel_size_nm_zyx"])
+    classes = [(i, c["name"], c["color"]) for i, c in enumerate(meta["classes"]) if i != 0]
+    items = mesh.mesh_labels(labels, voxel, classes, instances=cells)
+    rows = measure.measure(labels, voxel, classes, instances=cells, meshes=items)
+    run = root / "sample_run"
+    export.write_outputs(run, items, rows)
+    (run / "report.json").write_text(
+        json.dumps({"input": str(sample / "image.tif"), "voxel_size_nm": list(voxel)})
+    )
+    return run

@@ -354,3 +354,63 @@ def test_run_options_match_the_backend_cli(core, tmp_path):
     assert args.volume == "v.tif" and args.progress == "json"
     assert args.voxel_size == [30.0, 10.0, 10.0] and args.directions == 1 and args.median == 5
     assert args.smooth == 4 and args.decimate == 0.3 and args.separate_cells == "off"
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    try:
+        from blender_helpers import make_sample_run
+
+        return make_sample_run(tmp_path_factory.mktemp("sample"))
+    except (ImportError, FileNotFoundError) as exc:
+        pytest.skip(f"the embedded sample or the meshing backend is not available: {exc}")
+
+
+def test_sample_scene_cut_open_stays_closed(core, clean_scene, sample_run):
+    """The backend's own meshes of the embedded sample, cut by two planes for rendering."""
+    scene = clean_scene
+    bpy.ops.vemcell.import_run(directory=str(sample_run))
+    manifest = json.loads((sample_run / "scene.json").read_text())
+    objs = core["scene"].result_objects(scene)
+    assert len(objs) == len(manifest["objects"])
+    assert {c.name for c in core["scene"].find_root(scene).children} == {
+        f"cell_{c:02d}" for c in manifest["cells"]
+    }
+    for entry in manifest["objects"]:
+        obj = bpy.data.objects[entry["name"].replace("/", " / ")]
+        assert obj["volume_um3"] == pytest.approx(entry["measurements"]["volume_um3"])
+        assert obj["sphericity"] == pytest.approx(entry["measurements"]["sphericity"])
+    bpy.ops.vemcell.add_cut(axis="Z")
+    bpy.ops.vemcell.add_cut(axis="FREE")
+    cp = core["cutplanes"]
+    with cp.render_solvers(scene, cp.solver_choice("exact")):
+        dg = bpy.context.evaluated_depsgraph_get()
+        dg.update()
+        cut = [o for o in objs if len(o.evaluated_get(dg).data.polygons)]
+        assert len(cut) >= len(objs) // 2
+        open_meshes = [o.name for o in cut if not cp.evaluated_mesh_is_closed(o, dg)]
+        assert not open_meshes
+        # the cytoplasm of some cell really was cut (fewer vertices above the Z plane)
+        z_plane = cp.cut_planes(scene)[0].matrix_world.translation.z
+        cyto = [o for o in cut if o["vemcell_class"] == "cytoplasm"]
+        top = max(max(v.co.z for v in o.evaluated_get(dg).data.vertices) for o in cyto)
+        assert top <= z_plane + 1e-3
+
+
+def test_one_click_build_on_embedded_sample(core, clean_scene):
+    """The Build operator, synchronously, through the real backend subprocess."""
+    from vemcell.modelcard import list_models
+
+    if not list_models():
+        pytest.skip("no shipped model in models/ yet")
+    scene = clean_scene
+    bpy.ops.vemcell.sample()
+    assert scene.vemcell.volume.endswith("image.tif")
+    assert tuple(scene.vemcell.voxel_size) == pytest.approx((20.0, 20.0, 20.0))
+    scene.vemcell.three_directions = False
+    assert bpy.ops.vemcell.build() == {"FINISHED"}
+    objs = core["scene"].result_objects(scene)
+    assert objs and all(" / " in o.name or o.get("vemcell_cell") == -1 for o in objs)
+    classes = {o["vemcell_class"] for o in objs}
+    assert classes & {"cytoplasm", "nucleus", "plastid", "mitochondrion", "peroxisome"}
+    assert all("volume_um3" in o for o in objs)
