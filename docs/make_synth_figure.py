@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             with tifffile.TiffFile(path) as tif:
                 sl = tif.pages[zi].asarray()
             panels.append((sl[y0 : y0 + size, x0 : x0 + size], title, "gray"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 3.3), dpi=110)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 3.3), dpi=100)
     for ax, (img, title, cmap) in zip(np.atleast_1d(axes), panels, strict=True):
         ax.imshow(img, cmap=cmap, vmin=0, vmax=255 if cmap else None, interpolation="nearest")
         ax.set_title(title, fontsize=8)

@@ -84,6 +84,7 @@ class Imaging:
     mitochondrion: float = 164.0
     peroxisome: float = 176.0
     starch: float = 212.0
+    vesicle: float = 165.0
     membrane: float = 22.0
     membrane_strength: float = 1.0
     membrane_width_nm: float = 12.0
@@ -121,6 +122,7 @@ class Imaging:
             mitochondrion=grey(d.mitochondrion),
             peroxisome=grey(d.peroxisome),
             starch=grey(d.starch),
+            vesicle=grey(d.vesicle),
             membrane=grey(d.membrane, 10.0),
             membrane_strength=float(rng.uniform(0.7, 1.0)),
             membrane_width_nm=float(rng.uniform(8.0, 16.0)),
@@ -192,15 +194,23 @@ def _ellipsoid(lx: np.ndarray, ly: np.ndarray, lz: np.ndarray, c, r) -> np.ndarr
 def _smooth_noise(
     shape: tuple[int, ...], voxel_nm: tuple[float, ...], scale_nm: float, rng: np.random.Generator
 ) -> np.ndarray:
-    """Unit-variance smooth random field with features of about ``scale_nm`` (coarse + zoom)."""
-    coarse = [max(2, math.ceil(s * v / scale_nm) + 2) for s, v in zip(shape, voxel_nm, strict=True)]
-    g = ndi.gaussian_filter(rng.standard_normal(coarse).astype(np.float32), 0.8, mode="wrap")
-    zoom = [s / c for s, c in zip(shape, coarse, strict=True)]
-    out = ndi.zoom(g, zoom, order=1, mode="nearest", grid_mode=True)[
-        tuple(slice(0, s) for s in shape)
-    ]
+    """Unit-variance smooth random field with features of about ``scale_nm``.
+
+    White noise on a coarse grid (one node per ``scale_nm``) is spread to every voxel with
+    separable Gaussian weights: a few small matrix products instead of a large 3D filter.
+    """
+    out = None
+    weights = []
+    for s, v in zip(shape, voxel_nm, strict=True):
+        n = max(2, math.ceil(s * v / scale_nm) + 3)
+        pos = (np.arange(s) + 0.5) * v / scale_nm + 1.5  # voxel centres in coarse-node units
+        w = np.exp(-0.5 * ((pos[:, None] - np.arange(n)[None, :]) / 0.7) ** 2)
+        weights.append((w / w.sum(axis=1, keepdims=True)).astype(np.float32))
+    out = rng.standard_normal(tuple(w.shape[1] for w in weights)).astype(np.float32)
+    for axis, w in enumerate(weights):
+        out = np.moveaxis(np.tensordot(w, out, axes=([1], [axis])), 0, axis)
     out = out - out.mean()
-    return (out / max(float(out.std()), 1e-6)).astype(np.float32)
+    return np.ascontiguousarray(out / max(float(out.std()), 1e-6), dtype=np.float32)
 
 
 def _fine_noise(
@@ -394,7 +404,7 @@ def _place_once(
         frames = Rotation.random(tries, random_state=rng).as_matrix()
         offsets, radii = _unit_ellipsoids(stage, scale, frames, rng)
         # axis-aligned half extent of each rotated ellipsoid, plus room for the shape noise
-        half = np.sqrt(np.einsum("kij,kbj->kbi", frames**2, radii**2)) + 0.1
+        half = np.sqrt(np.einsum("kij,kbj->kbi", frames**2, radii**2)) + 0.15
         lo = np.max(half * margin - offsets, axis=1)
         hi = extent - np.max(half * margin + offsets, axis=1)
         fits = np.all(lo <= hi, axis=1)
@@ -503,8 +513,9 @@ def generate(
     cell_ids = np.zeros(shape, np.uint16)
     membrane = np.zeros(shape, np.float32)
     detail = np.zeros(shape, np.float32)  # thylakoid and cristae banding, grey levels
-    starch = np.zeros(shape, bool)
-    n0, n1 = (_smooth_noise(shape, voxel, 260.0, rng_shape) for _ in range(2))
+    inclusions = np.zeros(shape, np.uint8)  # 1 starch granule, 2 vesicle lumen
+    # clipped so that no cell bulges past the room _place_units leaves for it
+    n0, n1 = (np.clip(_smooth_noise(shape, voxel, 260.0, rng_shape), -2.5, 2.5) for _ in range(2))
     shape_noise = [n0, n1, (n0 + n1) * np.float32(0.7071), (n0 - n1) * np.float32(0.7071)]
 
     # world coordinates (µm) of voxel centres along each axis
@@ -589,13 +600,13 @@ def generate(
         sub_m = membrane[b.bbox]
         np.maximum(sub_m, memb, out=sub_m)
         _add_banding(b, fields_kept, lx, ly, lz, detail[b.bbox], imaging, noise)
-        _add_starch(b, sub_l, starch[b.bbox], lx, ly, lz, rng_cells, voxel)
+        _add_inclusions(b, sub_l, inclusions[b.bbox], sub_m, lx, ly, lz, rng_cells, voxel, w)
 
     # drop organelle fragments another cell's territory may have cut off
     for b in bodies:
         organelle_counts[b.cell_id] = _count_organelles(labels[b.bbox], cell_ids[b.bbox], b.cell_id)
 
-    image = _render(labels, cell_ids, membrane, detail, starch, voxel, imaging, rng_img)
+    image = _render(labels, cell_ids, membrane, detail, inclusions, voxel, imaging, rng_img)
     info = _describe(
         bodies,
         labels,
@@ -660,22 +671,30 @@ def _add_banding(body, fields, lx, ly, lz, detail, imaging: Imaging, noise) -> N
             detail[mask] -= imaging.cristae_contrast * band
 
 
-def _add_starch(body, sub_l, sub_s, lx, ly, lz, rng: np.random.Generator, voxel) -> None:
-    """A few floridean-starch granules in the cytoplasm: light, labelled cytoplasm."""
-    n = int(rng.integers(2, 7))
-    # bbox-relative voxel index of the body centre, to cut a small window around each granule
+def _add_inclusions(
+    body, sub_l, sub_inc, sub_memb, lx, ly, lz, rng: np.random.Generator, voxel, width_nm: float
+) -> None:
+    """Starch granules (light, no membrane) and small vesicles (membrane-bound) in the cytoplasm.
+
+    Both stay labelled cytoplasm: they are the distractors the paper names (starch has the grey
+    level of the nucleus, mitochondrion and resin).
+    """
+    voxel = np.asarray(voxel)
+    # bbox-relative voxel index of the body centre, to cut a small window around each one
     origin = np.array([s.start for s in body.bbox])
-    centre_zyx = body.centre[::-1] * 1000.0 / np.asarray(voxel) - 0.5 - origin
-    for _ in range(n):
+    centre_zyx = body.centre[::-1] * 1000.0 / voxel - 0.5 - origin
+    n_starch, n_vesicles = int(rng.integers(2, 7)), int(rng.integers(3, 11))
+    for kind in [1] * n_starch + [2] * n_vesicles:
         for _attempt in range(10):
             u = rng.standard_normal(3)
             u /= np.linalg.norm(u)
-            c = u * body.radii * rng.uniform(0.55, 0.85)
-            r = rng.uniform(0.04, 0.08) * np.array(
-                [1.0, rng.uniform(0.7, 1.0), rng.uniform(0.7, 1.0)]
-            )
-            pos = centre_zyx + (body.frame @ c)[::-1] * 1000.0 / np.asarray(voxel)
-            half = 0.12 * 1000.0 / np.asarray(voxel)
+            c = u * body.radii * rng.uniform(0.5, 0.88)
+            if kind == 1:
+                r = rng.uniform(0.04, 0.08) * np.array([1.0, *rng.uniform(0.7, 1.0, 2)])
+            else:
+                r = np.full(3, rng.uniform(0.02, 0.045))
+            pos = centre_zyx + (body.frame @ c)[::-1] * 1000.0 / voxel
+            half = 0.12 * 1000.0 / voxel
             lo = np.maximum(np.floor(pos - half).astype(int), 0)
             hi = np.minimum(np.ceil(pos + half).astype(int) + 1, sub_l.shape)
             if np.any(hi <= lo):
@@ -683,9 +702,15 @@ def _add_starch(body, sub_l, sub_s, lx, ly, lz, rng: np.random.Generator, voxel)
             w = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
             f = _ellipsoid(lx[w], ly[w], lz[w], c, r)
             m = f < 0
-            if m.sum() >= 3 and np.all(sub_l[w][f < 25.0] == CYTOPLASM):
-                sub_s[w][m] = True
-                break
+            if not m.any() or not np.all(sub_l[w][f < 30.0] == CYTOPLASM):
+                continue
+            if np.any(sub_inc[w][f < 30.0]):
+                continue
+            sub_inc[w][m] = kind
+            if kind == 2:
+                rim = np.exp(-0.5 * (f / width_nm) ** 2)
+                np.maximum(sub_memb[w], rim, out=sub_memb[w])
+            break
 
 
 def _count_organelles(sub_l: np.ndarray, sub_c: np.ndarray, cell_id: int) -> dict[str, int]:
@@ -697,7 +722,7 @@ def _count_organelles(sub_l: np.ndarray, sub_c: np.ndarray, cell_id: int) -> dic
     return out
 
 
-def _render(labels, cell_ids, membrane, detail, starch, voxel, im: Imaging, rng) -> np.ndarray:
+def _render(labels, cell_ids, membrane, detail, inclusions, voxel, im: Imaging, rng) -> np.ndarray:
     """Grey levels, texture, membranes, beam blur, drift, curtaining and shot noise -> uint8."""
     shape = labels.shape
     means = np.array(
@@ -710,7 +735,8 @@ def _render(labels, cell_ids, membrane, detail, starch, voxel, im: Imaging, rng)
     if n_cells:
         per_cell = np.concatenate([[0.0], rng.normal(0, im.cell_contrast_jitter, n_cells)])
         img += per_cell.astype(np.float32)[cell_ids]
-    img[starch] = im.starch
+    img[inclusions == 1] = im.starch
+    img[inclusions == 2] = im.vesicle
     grain = _fine_noise(shape, voxel, 22.0, rng)
     coarse = _fine_noise(shape, voxel, 60.0, rng)
     amp = np.array(
