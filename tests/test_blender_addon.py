@@ -249,7 +249,8 @@ def test_cycles_final_preset_still(core, clean_scene, fake_run, tmp_path):
 def test_animations_key_the_scene(core, clean_scene, fake_run, kind):
     scene = clean_scene
     bpy.ops.vemcell.import_run(directory=str(fake_run))
-    bpy.ops.vemcell.animate(kind=kind, frames=10)
+    operator = getattr(bpy.ops.vemcell, kind.replace("-", "_"))
+    assert operator(frames=10) == {"FINISHED"}
     assert (scene.frame_start, scene.frame_end) == (1, 10)
     keyed = [
         idb
@@ -414,3 +415,19 @@ def test_one_click_build_on_embedded_sample(core, clean_scene):
     classes = {o["vemcell_class"] for o in objs}
     assert classes & {"cytoplasm", "nucleus", "plastid", "mitochondrion", "peroxisome"}
     assert all("volume_um3" in o for o in objs)
+
+
+def test_drop_tiff_sets_input_and_voxel_size(core, clean_scene, fake_run, tmp_path):
+    """The FileHandler's operator takes a dropped stack; the voxel size comes from its header."""
+    from blender_helpers import VOXEL_NM
+
+    assert bpy.types.FileHandler.bl_rna_get_subclass_py("VEMCELL_FH_volume") is not None
+    assert hasattr(bpy.types, "VEMCELL_PT_main")
+    volume = fake_run.parent / "volume.tif"
+    assert bpy.ops.vemcell.drop_volume(filepath=str(volume)) == {"FINISHED"}
+    settings = clean_scene.vemcell
+    assert settings.volume == str(volume)
+    assert tuple(settings.voxel_size) == pytest.approx(VOXEL_NM)
+    assert settings.voxel_source == "metadata"
+    with pytest.raises(RuntimeError, match="tif"):
+        bpy.ops.vemcell.drop_volume(filepath=str(tmp_path / "notes.txt"))

@@ -339,17 +339,13 @@ class VEMCELL_OT_toggle_slice(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class VEMCELL_OT_animate(bpy.types.Operator):
-    """Key the scene for an animation (turntable, cut sweep, reveal, fly-through)"""
+class _Animate:
+    """Shared body of the animation operators: :func:`..core.animation.animate` by name."""
 
-    bl_idname = "vemcell.animate"
-    bl_label = "Animate"
     bl_options = {"REGISTER", "UNDO"}  # noqa: RUF012
+    kind = "turntable"
 
-    kind: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        items=[(a, a, "") for a in animation.ANIMATIONS], default="turntable"
-    )
-    frames: bpy.props.IntProperty(default=120, min=1)  # type: ignore[valid-type]
+    frames: bpy.props.IntProperty(name="Frames", default=120, min=1)  # type: ignore[valid-type]
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -362,6 +358,49 @@ class VEMCELL_OT_animate(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         return {"FINISHED"}
+
+
+class VEMCELL_OT_turntable(_Animate, bpy.types.Operator):
+    """Key a turntable: the camera circles the cell once"""
+
+    bl_idname = "vemcell.turntable"
+    bl_label = "Turntable"
+    kind = "turntable"
+
+
+class VEMCELL_OT_cut_sweep(_Animate, bpy.types.Operator):
+    """Key a cut-plane sweep: a plane travels through the cell, exposing cross-sections"""
+
+    bl_idname = "vemcell.cut_sweep"
+    bl_label = "Cut sweep"
+    kind = "cut-sweep"
+
+
+class VEMCELL_OT_reveal(_Animate, bpy.types.Operator):
+    """Key an organelle reveal: the cytoplasm fades to glass"""
+
+    bl_idname = "vemcell.reveal"
+    bl_label = "Reveal"
+    kind = "reveal"
+
+
+class VEMCELL_OT_flythrough(_Animate, bpy.types.Operator):
+    """Key an EM-slice fly-through: a plane showing the original EM slice travels down"""
+
+    bl_idname = "vemcell.flythrough"
+    bl_label = "Fly-through"
+    kind = "flythrough"
+
+
+class VEMCELL_OT_animate(_Animate, bpy.types.Operator):
+    """Key the scene for an animation (turntable, cut sweep, reveal, fly-through)"""
+
+    bl_idname = "vemcell.animate"
+    bl_label = "Animate"
+
+    kind: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        items=[(a, a, "") for a in animation.ANIMATIONS], default="turntable"
+    )
 
 
 class VEMCELL_OT_render(bpy.types.Operator):
@@ -406,6 +445,10 @@ CLASSES = (
     VEMCELL_OT_add_cut,
     VEMCELL_OT_remove_cut,
     VEMCELL_OT_toggle_slice,
+    VEMCELL_OT_turntable,
+    VEMCELL_OT_cut_sweep,
+    VEMCELL_OT_reveal,
+    VEMCELL_OT_flythrough,
     VEMCELL_OT_animate,
     VEMCELL_OT_render,
 )

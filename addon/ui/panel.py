@@ -136,11 +136,15 @@ class VEMCELL_PT_render(_Base, bpy.types.Panel):
     def draw(self, context: bpy.types.Context) -> None:
         s = context.scene.vemcell
         layout = self.layout
-        row = layout.row(align=True)
-        row.prop(s, "animation", text="")
-        row.prop(s, "frames")
-        op = layout.operator("vemcell.animate", icon="ANIM")
-        op.kind, op.frames = s.animation, s.frames
+        layout.prop(s, "frames")
+        grid = layout.grid_flow(columns=2, align=True)
+        for idname, icon in (
+            ("vemcell.turntable", "FILE_REFRESH"),
+            ("vemcell.cut_sweep", "MOD_BOOLEAN"),
+            ("vemcell.reveal", "HIDE_OFF"),
+            ("vemcell.flythrough", "IMAGE_DATA"),
+        ):
+            grid.operator(idname, icon=icon).frames = s.frames
         layout.prop(s, "preset", expand=True)
         if s.preset == "final":
             layout.prop(s, "samples")

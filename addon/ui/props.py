@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bpy
 
-from ..core import animation, cutplanes, materials, pipeline
+from ..core import cutplanes, materials, pipeline
 from ..core import scene as vscene
 
 _MODEL_ITEMS: list[tuple[str, str, str]] = []
@@ -124,11 +124,6 @@ class VemcellSettings(bpy.types.PropertyGroup):
         default="Z",
     )
     # animation and rendering
-    animation: bpy.props.EnumProperty(  # type: ignore[valid-type]
-        name="Animation",
-        items=[(a, a.replace("-", " ").title(), a) for a in animation.ANIMATIONS],
-        default="turntable",
-    )
     frames: bpy.props.IntProperty(name="Frames", default=120, min=1, max=10000)  # type: ignore[valid-type]
     preset: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Preset",
