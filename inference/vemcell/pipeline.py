@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,15 @@ class RunOptions:
     separate_cells: str = "auto"
     foreground: str = "auto"
     threads: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+    def segmentation_kwargs(self) -> dict[str, Any]:
+        """The options :func:`vemcell.segment.segment` takes."""
+        return {
+            "directions": self.directions,
+            "median": self.median,
+            "fuse": self.fuse,
+            "denoise": self.denoise,
+        }
 
 
 def peak_rss_mb() -> float:
@@ -166,14 +174,7 @@ def run(
                 seg_result = _segment_per_cell(vol, instances, card, opt, seg, prog)
             else:
                 seg_result = segment.segment(
-                    vol,
-                    card,
-                    directions=opt.directions,
-                    median=opt.median,
-                    fuse=opt.fuse,
-                    denoise=opt.denoise,
-                    progress=prog,
-                    segmenter=seg,
+                    vol, card, **opt.segmentation_kwargs(), progress=prog, segmenter=seg
                 )
         labels = seg_result.labels
         info = segment.label_info(card)
@@ -286,15 +287,7 @@ def _segment_per_cell(
             voxel_size_source=vol.voxel_size_source,
             path=vol.path,
         )
-        result = segment.segment(
-            crop,
-            card,
-            directions=opt.directions,
-            median=opt.median,
-            fuse=opt.fuse,
-            denoise=opt.denoise,
-            segmenter=seg,
-        )
+        result = segment.segment(crop, card, **opt.segmentation_kwargs(), segmenter=seg)
         inside = instances[box] == cell_id
         labels[box][inside] = result.labels[inside]
         prog.update((k + 1) / len(boxes), f"cell {k + 1}/{len(boxes)}")
