@@ -33,6 +33,20 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.nd
     return np.clip(rgb * (1 - veil) + veil, 0, 1)
 
 
+def pixel_noise(img: np.ndarray) -> float:
+    """Standard deviation of horizontal neighbour differences / √2 (noise plus finest texture)."""
+    d = np.diff(img.astype(float), axis=1)
+    return float(d.std() / np.sqrt(2))
+
+
+def detail(img: np.ndarray) -> float:
+    """Standard deviation after removing a σ = 2 px Gaussian blur (membranes, texture, noise)."""
+    from scipy import ndimage as ndi
+
+    f = img.astype(float)
+    return float((f - ndi.gaussian_filter(f, 2)).std())
+
+
 def main(argv: list[str] | None = None) -> int:
     import matplotlib
 
@@ -74,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
             with tifffile.TiffFile(path) as tif:
                 sl = tif.pages[zi].asarray()
             panels.append((sl[y0 : y0 + size, x0 : x0 + size], title, "gray"))
+    print(f"{'slice':44s} {'p1':>4s} {'p50':>4s} {'p99':>4s} {'noise':>6s} {'detail':>6s}")
+    for img, title, cmap in panels:
+        if cmap:
+            print(
+                f"{title:44s} "
+                + " ".join(f"{v:4.0f}" for v in np.percentile(img, [1, 50, 99]))
+                + f" {pixel_noise(img):6.1f} {detail(img):6.1f}"
+            )
     fig, axes = plt.subplots(1, len(panels), figsize=(3.1 * len(panels), 3.3), dpi=100)
     for ax, (img, title, cmap) in zip(np.atleast_1d(axes), panels, strict=True):
         ax.imshow(img, cmap=cmap, vmin=0, vmax=255 if cmap else None, interpolation="nearest")

@@ -79,10 +79,10 @@ class Imaging:
 
     background: float = 196.0
     cytoplasm: float = 128.0
-    nucleus: float = 172.0
+    nucleus: float = 182.0
     plastid: float = 126.0
-    mitochondrion: float = 164.0
-    peroxisome: float = 176.0
+    mitochondrion: float = 176.0
+    peroxisome: float = 182.0
     starch: float = 212.0
     vesicle: float = 165.0
     membrane: float = 22.0
