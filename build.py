@@ -182,8 +182,18 @@ def _wheel_fits(filename: str, platform: str, python: str) -> bool:
         t in (py, "py3", "py2.py3", "abi3") or t.startswith("py3") for t in pytag.split(".")
     )
     py_ok = py_ok or (abitag == "abi3" and pytag.startswith("cp3"))
-    plat_ok = plattag == "any" or any(t in PLATFORMS[platform] for t in plattag.split("."))
+    plat_ok = plattag == "any" or any(_tag_fits(t, platform) for t in plattag.split("."))
     return py_ok and plat_ok
+
+
+def _tag_fits(tag: str, platform: str) -> bool:
+    """Whether a wheel platform tag runs on ``platform`` (pip may pick older macOS/glibc tags)."""
+    if platform == "linux-x64":
+        return tag.startswith("manylinux") and tag.endswith("_x86_64")
+    if platform == "windows-x64":
+        return tag == "win_amd64"
+    arch = {"macos-arm64": ("_arm64", "_universal2"), "macos-x64": ("_x86_64", "_universal2")}
+    return tag.startswith("macosx_") and tag.endswith(arch[platform])
 
 
 def _copytree(src: Path, dst: Path) -> None:

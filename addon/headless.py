@@ -24,7 +24,7 @@ from pathlib import Path
 import bpy
 
 HERE = Path(__file__).resolve().parent
-ANIMATIONS = ("turntable", "cut-sweep", "reveal", "flythrough", "none")
+ANIMATIONS = ("turntable", "cut-sweep", "reveal", "flythrough", "still", "none")
 
 
 def _addon():
@@ -148,7 +148,8 @@ def main(argv: list[str]) -> int:
         pipeline.load_result(scene, run_dir, fast_cuts=True)
     except vscene.SceneError as exc:
         raise UserError(str(exc)) from None
-    for axis in args.cut:
+    cuts = args.cut or (["Y"] if args.animation == "still" else [])
+    for axis in cuts:
         cutplanes.add_cut_plane(scene, axis)
     if args.em_slice:
         for empty in cutplanes.cut_planes(scene):
@@ -157,7 +158,7 @@ def main(argv: list[str]) -> int:
     default_frames = 120 if args.out.lower().endswith(".mp4") else 1
     frames = args.frames or default_frames
     animation.setup_camera(scene)
-    if args.animation != "none":
+    if args.animation not in ("none", "still"):
         animation.animate(scene, args.animation, frames)
     scene.frame_start, scene.frame_end = 1, frames
     render.apply_preset(scene, args.engine, tuple(args.resolution), args.samples)

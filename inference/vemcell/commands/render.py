@@ -104,14 +104,9 @@ def render_run_dir(
         raise VemcellError("--resolution must be at least 4 x 4 pixels.")
 
     args = [str(run_dir.resolve()), "--out", str(out.resolve()), "--engine", engine]
-    if animation == "still":
-        args += ["--animation", "none", "--frames", str(frames or 1)]
-        if not cuts:
-            cuts = ("Y",)
-    else:
-        args += ["--animation", animation]
-        if frames is not None:
-            args += ["--frames", str(frames)]
+    args += ["--animation", animation]
+    if frames is not None or animation == "still":
+        args += ["--frames", str(frames or 1)]
     if resolution is not None:
         args += ["--resolution", str(int(resolution[0])), str(int(resolution[1]))]
     if samples is not None:
