@@ -160,7 +160,10 @@ def render_run_dir(
                     except ValueError:
                         summary = {}
                     continue
-                prog.update(float(rec.get("fraction", 0.0)), str(rec.get("message", "")))
+                # one line per rendered frame: few enough to pass all on
+                prog.update(
+                    float(rec.get("fraction", 0.0)), str(rec.get("message", "")), force=True
+                )
             rc = proc.wait()
         except KeyboardInterrupt:
             proc.kill()
