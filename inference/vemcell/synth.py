@@ -191,6 +191,11 @@ def _ellipsoid(lx: np.ndarray, ly: np.ndarray, lz: np.ndarray, c, r) -> np.ndarr
     return (q2 - 1.0) / (2.0 * np.maximum(grad, 1e-3 / min(r))) * 1000.0
 
 
+def _round_max(a: np.ndarray, b: np.ndarray, rounding_nm: float) -> np.ndarray:
+    """Intersection of two shapes with the edge where they meet rounded off (a smooth max)."""
+    return 0.5 * (a + b + np.sqrt((a - b) ** 2 + rounding_nm**2))
+
+
 def _smooth_noise(
     shape: tuple[int, ...], voxel_nm: tuple[float, ...], scale_nm: float, rng: np.random.Generator
 ) -> np.ndarray:
@@ -263,10 +268,13 @@ def _make_bodies(
     """The cell body (stages 1–3) or the two daughters (stages 4–5) of one dividing unit."""
 
     def jitter() -> dict[str, np.ndarray]:
-        return {
+        d = {
             name: np.concatenate([rng.normal(0.0, 0.025, 3), rng.uniform(0.92, 1.08, 3)])
             for name in ("nucleus", "plastid", "cavity", "mitochondrion", "peroxisome")
         }
+        # the mitochondrion curves around the nucleus by this much (1/µm)
+        d["bend"] = np.array([rng.uniform(0.0, 0.8)])
+        return d
 
     angle = float(rng.uniform(0, 2 * np.pi))
     if stage <= 3:
@@ -307,15 +315,15 @@ def _organelle_fields(
     my, mz = ca * ly - sa * lz, sa * ly + ca * lz
     j = body.jitter
 
-    def ell(name: str, c, r) -> np.ndarray:
+    def ell(name: str, c, r, bend: float = 0.0) -> np.ndarray:
         cc = np.asarray(c, float) * k + j[name][:3] * k
         rr = np.asarray(r, float) * k * j[name][3:]
-        return _ellipsoid(lx, my, mz, cc, rr)
+        return _ellipsoid(lx, my, mz - bend * lx * lx if bend else mz, cc, rr)
 
     margin = 35.0  # nm of cytoplasm kept between organelles and the cell membrane
     inside = cell_f + margin
     gap = 30.0  # nm between organelles
-    split_gap = 70.0  # nm between the halves of a dividing organelle
+    split_gap = 90.0  # nm between the halves of a divided organelle
     whole = role == "whole"
     out: list[tuple[str, int, np.ndarray]] = []
 
@@ -328,21 +336,24 @@ def _organelle_fields(
     f_pl = np.maximum(f_pl, -ell("cavity", (0, 0.30, 0), (0.42, 0.42, 0.42)))
     f_pl = np.maximum(np.maximum(f_pl, inside), -(f_nuc - gap))
     if whole and stage >= 2:
-        half = split_gap / 2.0
-        out.append(("plastid", PLASTID, np.maximum(f_pl, half - lx * 1000.0)))
-        out.append(("plastid", PLASTID, np.maximum(f_pl, half + lx * 1000.0)))
+        out.append(("plastid", PLASTID, _round_max(f_pl, split_gap / 2 - lx * 1000.0, 120.0)))
+        out.append(("plastid", PLASTID, _round_max(f_pl, split_gap / 2 + lx * 1000.0, 120.0)))
     else:
         out.append(("plastid", PLASTID, f_pl))
     f_pl_all = f_pl
 
     mito_rx = 0.62 if whole and stage >= 3 else 0.45
-    f_mi = ell("mitochondrion", (0, 0.35, -0.52), (mito_rx, 0.13, 0.13)) + 18.0 * noise[2]
+    bend = float(j["bend"][0]) * (0.45 / mito_rx) ** 2 / k
+    f_mi = ell("mitochondrion", (0, 0.35, -0.52), (mito_rx, 0.13, 0.13), bend) + 18.0 * noise[2]
     f_mi = np.maximum(f_mi, inside)
     f_mi = np.maximum(f_mi, -np.minimum(f_nuc - gap, f_pl_all - gap))
     if whole and stage >= 3:
-        half = split_gap / 2.0
-        out.append(("mitochondrion", MITOCHONDRION, np.maximum(f_mi, half - lx * 1000.0)))
-        out.append(("mitochondrion", MITOCHONDRION, np.maximum(f_mi, half + lx * 1000.0)))
+        out.append(
+            ("mitochondrion", MITOCHONDRION, _round_max(f_mi, split_gap / 2 - lx * 1000.0, 120.0))
+        )
+        out.append(
+            ("mitochondrion", MITOCHONDRION, _round_max(f_mi, split_gap / 2 + lx * 1000.0, 120.0))
+        )
     else:
         out.append(("mitochondrion", MITOCHONDRION, f_mi))
 
@@ -879,14 +890,14 @@ def regenerate(info: dict[str, Any]) -> SynthResult:
 
 
 # The embedded sample: a stage-1 cell, a stage-3 cell (plastid and mitochondrion divided) and a
-# stage-5 pair of daughters; slice 44 cuts through all of them.
+# stage-5 pair of daughters; slice 56 cuts through all of them.
 SAMPLE_PARAMETERS: dict[str, Any] = {
     "shape": (112, 192, 192),
     "voxel_nm": 20.0,
     "stages": [1, 3, 5],
     "seed": 4,
 }
-SAMPLE_DISPLAY_SLICE = 44
+SAMPLE_DISPLAY_SLICE = 56
 
 
 def make_sample(out_dir: str | Path | None = None) -> Path:
