@@ -206,6 +206,7 @@ def test_randomised_parameters_differ_and_stay_in_range():
         assert all(15 <= v <= 240 for v in (im.background, im.cytoplasm, im.membrane))
 
 
+@pytest.mark.slow
 def test_embedded_sample_is_small_and_reproducible():
     d = synth.sample_dir()
     files = ["image.tif", "labels.tif", "cells.tif", "sample.json"]
@@ -224,6 +225,7 @@ def test_embedded_sample_is_small_and_reproducible():
     assert np.mean(image != again.image) < 1e-3
 
 
+@pytest.mark.slow
 def test_figure_script_writes_overlay_png(tmp_path):
     pytest.importorskip("matplotlib")
     r = synth.generate(shape=(24, 64, 64), voxel_nm=40.0, stages=[2], seed=0)

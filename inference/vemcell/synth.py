@@ -223,7 +223,7 @@ def _fine_noise(
 ) -> np.ndarray:
     """Unit-variance band-limited noise with grain ``sigma_nm`` (ribosomes, chromatin)."""
     sig = [max(0.3, sigma_nm / v) for v in voxel_nm]
-    out = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sig)
+    out = ndi.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sig)
     return out / max(float(out.std()), 1e-6)
 
 
@@ -527,15 +527,12 @@ def generate(
     inclusions = np.zeros(shape, np.uint8)  # 1 starch granule, 2 vesicle lumen
     # clipped so that no cell bulges past the room _place_units leaves for it
     n0, n1 = (np.clip(_smooth_noise(shape, voxel, 260.0, rng_shape), -2.5, 2.5) for _ in range(2))
-    shape_noise = [n0, n1, (n0 + n1) * np.float32(0.7071), (n0 - n1) * np.float32(0.7071)]
 
     # world coordinates (µm) of voxel centres along each axis
     axes_um = [
         (np.arange(s, dtype=np.float32) + 0.5) * v / 1000.0
         for s, v in zip(shape, voxel, strict=True)
     ]
-    zs, ys, xs = axes_um
-    local: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for b in bodies:
         reach = float(b.radii.max()) * 1.15 + 0.05
         sl = []
@@ -545,50 +542,20 @@ def generate(
             hi = min(shape[axis], math.ceil((w + reach) / v) + 1)
             sl.append(slice(lo, max(lo, hi)))
         b.bbox = (sl[0], sl[1], sl[2])
-        dz = zs[b.bbox[0], None, None] - b.centre[2]
-        dy = ys[None, b.bbox[1], None] - b.centre[1]
-        dx = xs[None, None, b.bbox[2]] - b.centre[0]
-        fr = b.frame.astype(np.float32)
-        lx = fr[0, 0] * dx + fr[1, 0] * dy + fr[2, 0] * dz
-        ly = fr[0, 1] * dx + fr[1, 1] * dy + fr[2, 1] * dz
-        lz = fr[0, 2] * dx + fr[1, 2] * dy + fr[2, 2] * dz
-        local[b.cell_id] = (lx, ly, lz)
-        b.f = _ellipsoid(lx, ly, lz, (0.0, 0.0, 0.0), b.radii) + 35.0 * shape_noise[0][b.bbox]
+        lx, ly, lz = _local_coords(b, axes_um)
+        b.f = _ellipsoid(lx, ly, lz, (0.0, 0.0, 0.0), b.radii) + 35.0 * n0[b.bbox]
+        del lx, ly, lz
 
-    # touching cells meet on the surface where their implicit functions are equal
-    eff: dict[int, np.ndarray] = {}
     for b in bodies:
-        f = b.f.copy()  # type: ignore[union-attr]
-        for o in bodies:
-            if o is b:
-                continue
-            inter = tuple(
-                slice(max(s.start, t.start), min(s.stop, t.stop))
-                for s, t in zip(b.bbox, o.bbox, strict=True)
-            )
-            if any(s.stop <= s.start for s in inter):
-                continue
-            ib = tuple(
-                slice(s.start - t.start, s.stop - t.start)
-                for s, t in zip(inter, b.bbox, strict=True)
-            )
-            io = tuple(
-                slice(s.start - t.start, s.stop - t.start)
-                for s, t in zip(inter, o.bbox, strict=True)
-            )
-            f[ib] = np.maximum(f[ib], (b.f[ib] - o.f[io]) / 2.0)  # type: ignore[index]
-        eff[b.cell_id] = f
-
-    organelle_counts: dict[int, dict[str, int]] = {}
-    for b in bodies:
-        f_cell = eff[b.cell_id]
+        f_cell = _territory(b, bodies)
         inside = f_cell < 0
         sub_l = labels[b.bbox]
         sub_c = cell_ids[b.bbox]
         sub_l[inside] = CYTOPLASM
         sub_c[inside] = b.cell_id
-        lx, ly, lz = local[b.cell_id]
-        noise = [n[b.bbox] for n in shape_noise]
+        lx, ly, lz = _local_coords(b, axes_um)
+        a0, a1 = n0[b.bbox], n1[b.bbox]
+        noise = [a0, a1, (a0 + a1) * np.float32(0.7071), (a0 - a1) * np.float32(0.7071)]
         fields = _organelle_fields(b, lx, ly, lz, f_cell, noise)
         fields_kept = []
         for name, cls, f in fields:
@@ -613,10 +580,14 @@ def generate(
         _add_banding(b, fields_kept, lx, ly, lz, detail[b.bbox], imaging, noise)
         _add_inclusions(b, sub_l, inclusions[b.bbox], sub_m, lx, ly, lz, rng_cells, voxel, w)
 
-    # drop organelle fragments another cell's territory may have cut off
+    # what the volumes hold, counted, not what was intended
+    organelle_counts = {
+        b.cell_id: _count_organelles(labels[b.bbox], cell_ids[b.bbox], b.cell_id) for b in bodies
+    }
     for b in bodies:
-        organelle_counts[b.cell_id] = _count_organelles(labels[b.bbox], cell_ids[b.bbox], b.cell_id)
+        b.f = None
 
+    del n0, n1
     image = _render(labels, cell_ids, membrane, detail, inclusions, voxel, imaging, rng_img)
     info = _describe(
         bodies,
@@ -636,14 +607,51 @@ def generate(
     return SynthResult(image=image, labels=labels, cells=cell_ids, voxel_size_nm=voxel, info=info)
 
 
+def _local_coords(b: _Body, axes_um: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coordinates (µm) of the voxels of ``b.bbox`` in the body's own frame."""
+    zs, ys, xs = axes_um
+    dz = zs[b.bbox[0], None, None] - np.float32(b.centre[2])
+    dy = ys[None, b.bbox[1], None] - np.float32(b.centre[1])
+    dx = xs[None, None, b.bbox[2]] - np.float32(b.centre[0])
+    fr = b.frame.astype(np.float32)
+    return tuple(fr[0, i] * dx + fr[1, i] * dy + fr[2, i] * dz for i in range(3))  # type: ignore[return-value]
+
+
+def _territory(b: _Body, bodies: list[_Body]) -> np.ndarray:
+    """The body's implicit function cut where it meets other cells (on b.bbox).
+
+    Touching cells meet on the surface where their implicit functions are equal, so their
+    territories never overlap and their membranes coincide.
+    """
+    f = b.f.copy()  # type: ignore[union-attr]
+    for o in bodies:
+        if o is b:
+            continue
+        inter = tuple(
+            slice(max(s.start, t.start), min(s.stop, t.stop))
+            for s, t in zip(b.bbox, o.bbox, strict=True)
+        )
+        if any(s.stop <= s.start for s in inter):
+            continue
+        ib = tuple(
+            slice(s.start - t.start, s.stop - t.start) for s, t in zip(inter, b.bbox, strict=True)
+        )
+        io = tuple(
+            slice(s.start - t.start, s.stop - t.start) for s, t in zip(inter, o.bbox, strict=True)
+        )
+        f[ib] = np.maximum(f[ib], (b.f[ib] - o.f[io]) / 2.0)  # type: ignore[index]
+    return f
+
+
 def _check_shape(shape: Any) -> tuple[int, int, int]:
     try:
         t = tuple(int(s) for s in shape)
     except (TypeError, ValueError):
         raise VemcellError("The shape must be three whole numbers Z Y X.") from None
-    if len(t) != 3 or min(t) < 8 or max(t) > 4096 or int(np.prod(t)) > 2**30:
+    # about 40 bytes of working memory per voxel: 512³ needs some 5 GB
+    if len(t) != 3 or min(t) < 8 or max(t) > 4096 or int(np.prod(t)) > 512**3:
         raise VemcellError(
-            f"The shape must be three sizes Z Y X between 8 and 4096 voxels (at most 2^30 "
+            f"The shape must be three sizes Z Y X between 8 and 4096 voxels (at most 512³ "
             f"voxels in all), got {shape}."
         )
     return t  # type: ignore[return-value]
@@ -748,18 +756,31 @@ def _render(labels, cell_ids, membrane, detail, inclusions, voxel, im: Imaging, 
         img += per_cell.astype(np.float32)[cell_ids]
     img[inclusions == 1] = im.starch
     img[inclusions == 2] = im.vesicle
-    grain = _fine_noise(shape, voxel, 22.0, rng)
+    # skewed noise: ribosome-like dark puncta in the cytoplasm, heterochromatin in the nucleus
+    # (computed in place: this is the memory peak of the generator)
+    tex = _fine_noise(shape, voxel, 22.0, rng)
     coarse = _fine_noise(shape, voxel, 60.0, rng)
+    cyto = labels == CYTOPLASM
+    tex[cyto] -= 1.5 * np.maximum(-tex[cyto] - 1.0, 0)
+    del cyto
+    nuc = labels == NUCLEUS
+    c = coarse[nuc]
+    del coarse
+    tex[nuc] = c - 1.5 * np.maximum(c - 0.6, 0)
+    del nuc, c
     amp = np.array(
         [im.background_texture, im.cytoplasm_texture, im.nucleus_texture, 6.0, 6.0, 3.0],
         np.float32,
-    )[labels]
-    # skewed noise: ribosome-like dark puncta in the cytoplasm, heterochromatin in the nucleus
-    tex = np.where(labels == NUCLEUS, coarse - 1.5 * np.maximum(coarse - 0.6, 0), grain)
-    tex -= 1.5 * np.maximum(-grain - 1.0, 0) * (labels == CYTOPLASM)
-    img += amp * tex
+    )
+    tex *= amp[labels]
+    img += tex
+    del tex
     img += detail
-    img -= im.membrane_strength * membrane * (img - im.membrane)
+    dark = img - np.float32(im.membrane)
+    dark *= membrane
+    dark *= np.float32(im.membrane_strength)
+    img -= dark
+    del dark
     sig = [im.blur_z_nm / voxel[0], im.blur_xy_nm / voxel[1], im.blur_xy_nm / voxel[2]]
     img = ndi.gaussian_filter(img, [max(0.0, s) for s in sig])
     # slow brightness drift along Z (charging, beam current)
@@ -774,11 +795,15 @@ def _render(labels, cell_ids, membrane, detail, inclusions, voxel, im: Imaging, 
         )
         fade = 0.6 + 0.4 * _smooth_noise((shape[1], 1), (voxel[1], 1.0), 400.0, rng).clip(-1, 1)
         img += im.curtain_amplitude * stripes[:, None, :] * fade[None, :, :]
-    # Poisson (shot) noise on the detected signal, Gaussian read noise on top
-    signal = np.clip(img, 0, 255) / im.gain
-    img = rng.poisson(signal).astype(np.float32) * im.gain
-    img += rng.normal(0, im.read_noise, shape).astype(np.float32)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    # Poisson (shot) noise on the detected signal, Gaussian read noise on top; in slabs, since
+    # numpy draws Poisson counts as int64
+    out = np.empty(shape, np.uint8)
+    for z0 in range(0, shape[0], 16):
+        sig_slab = np.clip(img[z0 : z0 + 16], 0, 255) / im.gain
+        slab = rng.poisson(sig_slab).astype(np.float32) * im.gain
+        slab += rng.standard_normal(slab.shape, dtype=np.float32) * np.float32(im.read_noise)
+        out[z0 : z0 + 16] = np.clip(np.rint(slab), 0, 255)
+    return out
 
 
 def _describe(
