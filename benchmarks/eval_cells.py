@@ -282,14 +282,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", default="/tmp/vemcell-eval-cells", help="U-Net checkpoints")
     ap.add_argument("--json", default=str(HERE / "results" / "eval_cells.json"))
     args = ap.parse_args(argv)
-    result: dict = {"command": "benchmarks/eval_cells.py " + " ".join(argv or sys.argv[1:])}
+    out = Path(args.json)
+    # A part that is skipped keeps its previous results from the JSON file.
+    result: dict = json.loads(out.read_text(encoding="utf-8")) if out.exists() else {}
+    command = "benchmarks/eval_cells.py " + " ".join(argv or sys.argv[1:])
     if not args.skip_synth:
         result["synthetic"] = part_synth(SYNTH_CASES[:2] if args.quick else SYNTH_CASES)
+        result["synthetic_command"] = command
     if not args.skip_isbi:
         result["isbi2012"] = part_isbi(
             not (args.quick or args.no_unet), args.epochs, args.steps, Path(args.work)
         )
-    out = Path(args.json)
+        result["isbi2012_command"] = command
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")

@@ -34,7 +34,7 @@ PROVIDERS = ("auto", "sam", "unet", "threshold")
 #: C. merolae cells are 1.5–2 µm across; these defaults are set for cells of roughly 1–5 µm.
 DEFAULT_MIN_CELL_UM3 = 0.2
 DEFAULT_SEED_SMOOTH_UM = 0.08
-DEFAULT_SEED_H_UM = 0.1
+DEFAULT_SEED_H_UM = 0.03
 DEFAULT_MIN_SEED_RADIUS_UM = 0.25
 DEFAULT_WORK_NM = 40.0
 
