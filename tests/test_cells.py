@@ -300,3 +300,62 @@ def test_boundary_watershed_splits_dense_tissue_even_through_membrane_gaps():
     assert scores["mean"]["rand"]["score"] > 0.99 and scores["mean"]["info"]["score"] > 0.99
     ids3d = cells.boundary_watershed(prob, (50.0, 4.0, 4.0), per_slice=False, seed_h_nm=8.0)
     assert len(np.unique(ids3d)) == 4
+
+
+def _threshold_unet(tmp_path):
+    """A two-class stand-in U-Net as ONNX (background = bright), with its model card."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Sub", ["image", "t"], ["d"]),
+        helper.make_node("Mul", ["d", "k"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["bg"]),
+        helper.make_node("Sub", ["one", "bg"], ["fg"]),
+        helper.make_node("Concat", ["bg", "fg"], ["probabilities"], axis=1),
+    ]
+    consts = [
+        helper.make_tensor("t", TensorProto.FLOAT, [], [150.0 / 255.0]),
+        helper.make_tensor("k", TensorProto.FLOAT, [], [40.0]),
+        helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "threshold_unet",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 1, "h", "w"])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", 2, "h", "w"])],
+        consts,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, tmp_path / "twoclass.onnx")
+    card = {
+        "format": "vemcell-model-card/1",
+        "name": "twoclass",
+        "onnx": "twoclass.onnx",
+        "classes": [{"name": "background"}, {"name": "cytoplasm"}],
+        "background_class": 0,
+        "input": {"tile": 64, "divisor": 16, "normalisation": {"method": "scale"}},
+        "voxel_size_nm": 40.0,
+    }
+    (tmp_path / "twoclass.json").write_text(json.dumps(card))
+    return tmp_path / "twoclass.onnx"
+
+
+def test_vemcell_cells_with_the_unet_background_class(tmp_path, monkeypatch):
+    monkeypatch.delenv("VEMCELL_SAM", raising=False)
+    monkeypatch.setenv("VEMCELL_MODELS", str(tmp_path))
+    img, truth, voxel = _textured_cells()
+    vol = tmp_path / "v.tif"
+    write_tiff(vol, img, voxel)
+    model = _threshold_unet(tmp_path)
+    out = tmp_path / "cells.tif"
+    if cells.find_sam() is not None:
+        pytest.skip("an exported SAM is installed, so auto would pick SAM")
+    code = main(["cells", str(vol), "--out", str(out), "--model", str(model),
+                 "--progress", "none"])  # fmt: skip
+    assert code == 0
+    assert read_tiff_info(out)["foreground"] == "unet"  # auto: the model has a background
+    ids = read_volume(out, kind="labels").array()
+    assert im.matched_f1(truth, ids)["f1"] == 1.0
