@@ -82,6 +82,9 @@ def test_merge_keeps_cells_and_drops_backdrop_and_resin_pockets():
         [backdrop, cell_a, cell_b, pocket, tiny_speck], grey, pixel_area_um2=0.02**2 * 4, opt=opt
     )
     assert np.array_equal(out, cell_a | cell_b)
+    # with no backdrop mask, the pixels no mask covers tell the resin's grey level
+    out = sam.merge_cell_masks([cell_a, cell_b, pocket], grey, pixel_area_um2=0.0016, opt=opt)
+    assert np.array_equal(out, cell_a | cell_b)
 
 
 def test_interpolation_between_key_slices_morphs_the_shape():

@@ -281,7 +281,8 @@ def merge_cell_masks(
     """Union of the masks that look like cells rather than resin.
 
     A mask covering more than ``max_area_fraction`` of the slice or more than
-    ``max_cell_area_um2`` is backdrop (the resin); its grey levels are the resin's. A
+    ``max_cell_area_um2`` is backdrop (the resin); its grey levels are the resin's (or, with no
+    such mask, those of the pixels no mask covers, when they are at least 5 % of the slice). A
     cell-sized mask (at least ``min_cell_area_um2``) joins the foreground unless its mean grey
     level lies within ``resin_tolerance`` resin standard deviations of the resin's mean (a
     pocket of resin between cells).
@@ -294,12 +295,19 @@ def merge_cell_masks(
     big = (areas > opt.max_area_fraction * hw[0] * hw[1]) | (
         areas * pixel_area_um2 > opt.max_cell_area_um2
     )
+    # The resin's grey level: from the backdrop-sized masks, else from what no mask covers
+    # (SAM often leaves a featureless backdrop unsegmented).
+    backdrop = np.zeros(hw, bool)
+    for m, b in zip(masks, big, strict=True):
+        if b:
+            backdrop |= m
+    if not backdrop.any():
+        covered = np.zeros(hw, bool)
+        for m in masks:
+            covered |= m
+        backdrop = ~covered if (~covered).mean() > 0.05 else backdrop
     resin = None
-    if big.any():
-        backdrop = np.zeros(hw, bool)
-        for m, b in zip(masks, big, strict=True):
-            if b:
-                backdrop |= m
+    if backdrop.any():
         vals = slice255[backdrop]
         resin = (float(vals.mean()), float(vals.std()) + 1e-6)
     for m, a, b in zip(masks, areas, big, strict=True):
@@ -341,17 +349,28 @@ def interpolate_slices(keys: dict[int, np.ndarray], depth: int, voxel_yx: tuple[
     return out
 
 
-def to_sam_grey(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """The volume on SAM's 0..255 scale from its own robust percentiles (one scale for all
-    slices, so a grey level means the same thing throughout)."""
+def grey_range(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    """The volume's robust grey range (percentiles of a subsample), mapped to SAM's 0..255."""
     step = max(1, round((image.size / 4e6) ** (1 / 3)))
     sample = np.asarray(image[::step, ::step, ::step], np.float32)
-    lo, hi = np.percentile(sample, [low, high])
+    lo, hi = (float(v) for v in np.percentile(sample, [low, high]))
     if not np.isfinite([lo, hi]).all():
         raise VemcellError("The volume holds NaN or infinite values.")
     if hi <= lo:
         raise VemcellError("The volume is constant; there are no cells to find.")
-    return (np.clip((image.astype(np.float32) - lo) / (hi - lo), 0, 1) * 255.0).astype(np.float32)
+    return lo, hi
+
+
+def scale_grey(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Grey levels ``lo..hi`` to SAM's 0..255 (float32), clipped."""
+    scaled = (a.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(scaled, 0, 1) * np.float32(255.0)
+
+
+def to_sam_grey(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """The whole volume on SAM's 0..255 scale from its own robust percentiles (one scale for all
+    slices, so a grey level means the same thing throughout)."""
+    return scale_grey(np.asarray(image), *grey_range(image, low, high))
 
 
 def sam_foreground(
@@ -381,7 +400,7 @@ def sam_foreground(
     if img.ndim != 3:
         raise VemcellError(f"SAM needs a 3D (Z, Y, X) volume, not {img.ndim}D.")
     sam = model or SamOnnx(model_dir, threads=threads)
-    grey = to_sam_grey(img)
+    lo, hi = grey_range(img)
     _, vy, vx = (float(v) for v in voxel_size_nm)
     pixel_area_um2 = vy * vx / 1e6
     depth = img.shape[0]
@@ -390,8 +409,9 @@ def sam_foreground(
         key_z.append(depth - 1)
     keys: dict[int, np.ndarray] = {}
     for i, z in enumerate(key_z):
-        masks, _ = automatic_masks(sam, grey[z], opt)
-        keys[z] = merge_cell_masks(masks, grey[z], pixel_area_um2, opt)
+        grey = scale_grey(img[z], lo, hi)
+        masks, _ = automatic_masks(sam, grey, opt)
+        keys[z] = merge_cell_masks(masks, grey, pixel_area_um2, opt)
         report(progress, 0.9 * (i + 1) / len(key_z), f"SAM slice {z + 1}/{depth}")
     mask = interpolate_slices(keys, depth, (vy, vx))
     if depth >= 3:
