@@ -162,7 +162,13 @@ def classical_membrane_probability(image01: np.ndarray) -> np.ndarray:
 
 
 def unet_membrane_probability(
-    image01: np.ndarray, membranes: np.ndarray, voxel, out_dir: Path, epochs: int, steps: int
+    image01: np.ndarray,
+    membranes: np.ndarray,
+    voxel,
+    out_dir: Path,
+    epochs: int,
+    steps: int,
+    reuse: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """Train a 2-class vemcell_train U-Net on slices 0–9 (validation 10–11); predict all."""
     import torch
@@ -184,9 +190,14 @@ def unet_membrane_probability(
         epochs=epochs, steps_per_epoch=steps, directions=1, val_slices=2, threads=2, seed=0
     )
     t0 = time.perf_counter()
-    history = train(cfg, [tr], out_dir, card=card, val_volumes=[va])
+    if reuse and (out_dir / "best.pt").exists():
+        history = {"history": json.loads((out_dir / "history.json").read_text())}
+    else:
+        history = train(cfg, [tr], out_dir, card=card, val_volumes=[va])
     train_s = time.perf_counter() - t0
-    net = model_from_checkpoint(load_checkpoint(out_dir / "best.pt"))
+    ckpt = load_checkpoint(out_dir / "best.pt")
+    history.setdefault("best_score", ckpt.get("best_score"))
+    net = model_from_checkpoint(ckpt)
     probs = []
     with torch.no_grad():
         for s in image01:
@@ -197,7 +208,8 @@ def unet_membrane_probability(
         "val_slices": "10-11",
         "epochs": epochs,
         "steps_per_epoch": steps,
-        "train_s": round(train_s, 1),
+        "train_s": None if reuse else round(train_s, 1),
+        "epochs_run": len(history.get("history", [])),
         "best_val_mean_iou": history.get("best_score"),
         "val_iou_per_epoch": [h.get("val_iou") for h in history.get("history", [])],
     }
@@ -228,7 +240,7 @@ def tune_and_score(prob: np.ndarray, membranes: np.ndarray, voxel) -> dict:
     }
 
 
-def part_isbi(train_unet: bool, epochs: int, steps: int, work: Path) -> dict:
+def part_isbi(train_unet: bool, epochs: int, steps: int, work: Path, reuse: bool) -> dict:
     import tifffile
 
     if not DATA.exists():
@@ -280,6 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-synth", action="store_true")
     ap.add_argument("--skip-isbi", action="store_true")
     ap.add_argument("--work", default="/tmp/vemcell-eval-cells", help="U-Net checkpoints")
+    ap.add_argument(
+        "--reuse-checkpoint",
+        action="store_true",
+        help="score the membrane U-Net already in --work (best.pt) instead of training again",
+    )
     ap.add_argument("--json", default=str(HERE / "results" / "eval_cells.json"))
     args = ap.parse_args(argv)
     out = Path(args.json)
@@ -291,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         result["synthetic_command"] = command
     if not args.skip_isbi:
         result["isbi2012"] = part_isbi(
-            not (args.quick or args.no_unet), args.epochs, args.steps, Path(args.work)
+            not (args.quick or args.no_unet),
+            args.epochs,
+            args.steps,
+            Path(args.work),
+            args.reuse_checkpoint,
         )
         result["isbi2012_command"] = command
     out.parent.mkdir(parents=True, exist_ok=True)
