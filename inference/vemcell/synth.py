@@ -33,7 +33,7 @@ from scipy.spatial.transform import Rotation
 
 from vemcell.errors import VemcellError
 
-GENERATOR_VERSION = "synth/1"
+GENERATOR_VERSION = "synth/2"
 
 CLASS_NAMES = ("background", "cytoplasm", "nucleus", "plastid", "mitochondrion", "peroxisome")
 # Figure 1 of the paper: cytoplasm white (semi-transparent), nucleus grey, plastid green,
@@ -342,9 +342,9 @@ def _organelle_fields(
         out.append(("plastid", PLASTID, f_pl))
     f_pl_all = f_pl
 
-    mito_rx = 0.62 if whole and stage >= 3 else 0.45
-    bend = float(j["bend"][0]) * (0.45 / mito_rx) ** 2 / k
-    f_mi = ell("mitochondrion", (0, 0.35, -0.52), (mito_rx, 0.13, 0.13), bend) + 18.0 * noise[2]
+    mito_rx = 0.66 if whole and stage >= 3 else 0.50
+    bend = float(j["bend"][0]) * (0.50 / mito_rx) ** 2 / k
+    f_mi = ell("mitochondrion", (0, 0.30, -0.55), (mito_rx, 0.15, 0.15), bend) + 18.0 * noise[2]
     f_mi = np.maximum(f_mi, inside)
     f_mi = np.maximum(f_mi, -np.minimum(f_nuc - gap, f_pl_all - gap))
     if whole and stage >= 3:
@@ -564,16 +564,17 @@ def generate(
                 continue
             sub_l[mask] = cls
             fields_kept.append((name, cls, f, mask))
-        # membranes: a thin dark line wherever an implicit surface crosses zero
+        # membranes: a thin dark line just inside every surface, so that the membrane belongs
+        # to the object it bounds (as annotators draw it) and grazing cuts stay labelled
         w = imaging.membrane_width_nm
-        memb = np.exp(-0.5 * (f_cell / w) ** 2)
+        memb = np.exp(-0.5 * ((f_cell + 0.7 * w) / w) ** 2)
         memb[f_cell > 3 * w] = 0.0
         for name, _cls, f, _mask in fields_kept:
-            m = np.exp(-0.5 * (f / w) ** 2)
+            m = np.exp(-0.5 * ((f + 0.7 * w) / w) ** 2)
             m[~inside] = 0.0
             if name in ("nucleus", "plastid"):
                 # double envelopes read thicker than the single membrane of a peroxisome
-                m = np.maximum(m, np.exp(-0.5 * ((f + 1.4 * w) / w) ** 2) * 0.9 * inside)
+                m = np.maximum(m, np.exp(-0.5 * ((f + 2.1 * w) / w) ** 2) * 0.9 * inside)
             memb = np.maximum(memb, m)
         sub_m = membrane[b.bbox]
         np.maximum(sub_m, memb, out=sub_m)
@@ -727,7 +728,7 @@ def _add_inclusions(
                 continue
             sub_inc[w][m] = kind
             if kind == 2:
-                rim = np.exp(-0.5 * (f / width_nm) ** 2)
+                rim = np.exp(-0.5 * ((f + 0.7 * width_nm) / width_nm) ** 2)
                 np.maximum(sub_memb[w], rim, out=sub_memb[w])
             break
 
@@ -790,8 +791,10 @@ def _render(labels, cell_ids, membrane, detail, inclusions, voxel, im: Imaging, 
     img *= drift[:, None, None]
     # curtaining: vertical stripes (along Y) from uneven milling, changing slowly with Z
     if im.curtain_amplitude > 0:
+        # a stripe keeps its place for about 1 µm of milling (50 slices of 20 nm)
+        z_stretch = im.curtain_width_nm / 1000.0
         stripes = _smooth_noise(
-            (shape[0], shape[2]), (voxel[0] * 8, voxel[2]), im.curtain_width_nm, rng
+            (shape[0], shape[2]), (voxel[0] * z_stretch, voxel[2]), im.curtain_width_nm, rng
         )
         fade = 0.6 + 0.4 * _smooth_noise((shape[1], 1), (voxel[1], 1.0), 400.0, rng).clip(-1, 1)
         img += im.curtain_amplitude * stripes[:, None, :] * fade[None, :, :]
