@@ -364,3 +364,23 @@ def test_real_fibsem_labels_mesh_watertight():
     assert items and all(tm(it).is_watertight for it in items)
     rows = measure.measure(labels, vol.voxel_size_nm, classes, instances=inst, meshes=items)
     assert sum(r["voxels"] for r in rows) == int(np.isin(labels, [1, 2, 3, 4]).sum())
+
+
+@pytest.mark.parametrize("voxel", [(15.0, 16.0, 16.0), (50.0, 4.6, 4.6)])
+def test_slab_seams_weld_into_the_single_pass_surface(monkeypatch, voxel):
+    rng = np.random.default_rng(3)
+    labels = np.zeros((23, 70, 31), np.uint8)  # longest axis is y: slabs cut along it
+    labels[2:20, 3:67, 4:28] = 1
+    labels[5:15, 10:50, 8:20] = 4
+    labels[rng.random(labels.shape) < 0.03] = 5
+    monkeypatch.setattr(mesh, "SLAB", 1000)
+    single = mesh.mesh_labels(labels, voxel, CLASSES, smooth=0, decimate=0)
+    monkeypatch.setattr(mesh, "SLAB", 4)
+    slabs = mesh.mesh_labels(labels, voxel, CLASSES, smooth=0, decimate=0)
+    assert [it.name for it in slabs] == [it.name for it in single]
+    for a, b in zip(single, slabs, strict=True):
+        ta, tb = tm(a), tm(b)
+        assert tb.is_watertight
+        assert len(b.faces) == len(a.faces) and len(b.vertices) == len(a.vertices)
+        assert tb.volume == pytest.approx(ta.volume, rel=1e-6)
+        assert np.allclose(np.sort(a.vertices, axis=0), np.sort(b.vertices, axis=0), atol=1e-6)
