@@ -197,6 +197,17 @@ def test_cli_writes_a_volume_and_rejects_bad_input(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "file"), "--shape", "16", "16", "16"]) == 2
 
 
+def test_regenerate_repeats_random_stages_and_custom_imaging():
+    im = synth.Imaging(background=150.0, curtain_amplitude=0.0, drift_amplitude=0.0)
+    for kw in ({"cells": 2}, {"imaging": im}):
+        r = synth.generate(shape=(32, 48, 48), voxel_nm=40.0, seed=8, **kw)
+        again = synth.regenerate(json.loads(json.dumps(r.info)))
+        np.testing.assert_array_equal(r.labels, again.labels)
+        np.testing.assert_array_equal(r.image, again.image)
+    assert r.info["parameters"]["imaging"]["background"] == 150.0
+    assert abs(np.median(r.image[r.labels == 0]) - 150) < 10
+
+
 def test_randomised_parameters_differ_and_stay_in_range():
     a = synth.Imaging.randomised(np.random.default_rng(0))
     b = synth.Imaging.randomised(np.random.default_rng(1))

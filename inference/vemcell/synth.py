@@ -458,6 +458,7 @@ def generate(
     seed: int = 0,
     z_step_nm: float | None = None,
     randomise: bool = False,
+    imaging: Imaging | None = None,
 ) -> SynthResult:
     """Generate a synthetic FIB-SEM volume of *C. merolae* cells with exact labels.
 
@@ -479,6 +480,8 @@ def generate(
     randomise : bool
         Draw imaging parameters (grey levels, noise, blur, curtaining, drift) and allow cells
         cut by the volume border — the setting for training data.
+    imaging : Imaging, optional
+        Exact imaging parameters; they replace the default or randomised ones.
 
     Returns
     -------
@@ -494,6 +497,7 @@ def generate(
         stages = [int(s) for s in stages]
         if not stages or any(s not in DIVIDED for s in stages):
             raise VemcellError(f"Cell-cycle stages must be 1 to 5, got {stages}.")
+    asked = {"cells": cells, "stages": stages}  # as given, so that regenerate() repeats the draws
     if cells is not None and not (1 <= int(cells) <= 500):
         raise VemcellError(f"The number of cells must be between 1 and 500, got {cells}.")
     voxel = (vz, float(voxel_nm), float(voxel_nm))  # z, y, x
@@ -503,7 +507,9 @@ def generate(
     rng_layout, rng_cells, rng_shape, rng_img, rng_par = (
         np.random.default_rng(s) for s in root.spawn(5)
     )
-    imaging = Imaging.randomised(rng_par) if randomise else Imaging()
+    drawn = Imaging.randomised(rng_par) if randomise else Imaging()
+    custom = imaging is not None
+    imaging = imaging if imaging is not None else drawn
 
     if cells is None and stages is None:
         unit_vol = 4.0 / 3.0 * np.pi * 0.95**3
@@ -601,9 +607,10 @@ def generate(
         randomise,
         z_step_nm,
         voxel_nm,
-        cells,
-        stages,
+        asked["cells"],
+        asked["stages"],
         imaging,
+        custom,
     )
     return SynthResult(image=image, labels=labels, cells=cell_ids, voxel_size_nm=voxel, info=info)
 
@@ -823,6 +830,7 @@ def _describe(
     cells,
     stages,
     imaging,
+    custom=False,
 ) -> dict[str, Any]:
     vol = np.bincount(cell_ids.ravel(), minlength=len(bodies) + 1)
     border = np.zeros(len(bodies) + 1, bool)
@@ -864,6 +872,7 @@ def _describe(
             "stages": list(stages) if stages is not None else None,
             "seed": int(seed),
             "randomise": bool(randomise),
+            "imaging": asdict(imaging) if custom else None,
         },
         "voxel_size_nm_zyx": list(voxel),
         "classes": [
@@ -914,6 +923,7 @@ def regenerate(info: dict[str, Any]) -> SynthResult:
         seed=p["seed"],
         z_step_nm=p["z_step_nm"],
         randomise=p["randomise"],
+        imaging=Imaging(**p["imaging"]) if p.get("imaging") else None,
     )
 
 
