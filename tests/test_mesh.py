@@ -336,6 +336,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         (["measure", str(empty), "--out", str(tmp_path / "o3.csv")], "no foreground"),
         (["mesh", str(tmp_path / "missing.tif"), "--out", str(tmp_path / "o4")], "does not exist"),
         (["mesh", str(lp), "--out", str(tmp_path / "o5"), "--smooth", "-1"], "--smooth"),
+        (["mesh", str(lp), "--out", str(lp)], "is a file"),
     ]
     for argv, text in cases:
         assert main(argv) == 2

@@ -117,6 +117,8 @@ def write_outputs(
     if not meshes:
         raise VemcellError("There are no meshes to write.")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise VemcellError(f"'{out}' is a file; give a folder to write the scene into.")
     out.mkdir(parents=True, exist_ok=True)
     (out / "meshes").mkdir(exist_ok=True)
     by_key = {(r["cell"] if r["cell"] != "" else None, int(r["class_index"])): r for r in rows}

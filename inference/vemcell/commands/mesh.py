@@ -199,6 +199,9 @@ def run(args: argparse.Namespace) -> int:
         raise VemcellError(
             f"--decimate must be a fraction in [0, 1) or a face count ≥ 1, not {args.decimate}."
         )
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise VemcellError(f"--out '{out}' is a file; give a folder to write the scene into.")
     prog = Progress(args.progress, [("read", 5), ("mesh", 80), ("measure", 5), ("write", 10)])
     with prog.stage("read", "reading labels"):
         vol, instances, classes, source = load_inputs(args)
@@ -216,7 +219,6 @@ def run(args: argparse.Namespace) -> int:
         rows = measure.measure(
             vol.data, vol.voxel_size_nm, classes, instances=instances, meshes=items
         )
-    out = Path(args.out)
     with prog.stage("write", "writing the scene"):
         export.write_outputs(out, items, rows, mesh_format=args.mesh_format, classes=classes)
         measure.write_csv(rows, out / "measurements.csv")
