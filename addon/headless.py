@@ -157,7 +157,8 @@ def main(argv: list[str]) -> int:
 
     default_frames = 120 if args.out.lower().endswith(".mp4") else 1
     frames = args.frames or default_frames
-    animation.setup_camera(scene)
+    render.apply_preset(scene, args.engine, tuple(args.resolution), args.samples)
+    animation.setup_camera(scene, frame_cut=args.animation == "still")
     if args.animation not in ("none", "still"):
         animation.animate(scene, args.animation, frames)
     scene.frame_start, scene.frame_end = 1, frames

@@ -47,16 +47,26 @@ def _linear(id_data: bpy.types.ID) -> None:
             kp.interpolation = "LINEAR"
 
 
-def _extent(scene: bpy.types.Scene) -> tuple[Vector, float, np.ndarray, np.ndarray]:
-    lo, hi = vscene.bounds(vscene.result_objects(scene))
+def _extent(
+    scene: bpy.types.Scene, evaluated: bool = False
+) -> tuple[Vector, float, np.ndarray, np.ndarray]:
+    objs = vscene.result_objects(scene)
+    if evaluated:  # what is left after the cuts
+        dg = bpy.context.evaluated_depsgraph_get()
+        kept = [o for o in objs if len(o.evaluated_get(dg).data.polygons)]
+        objs = [o.evaluated_get(dg) for o in kept] or objs
+    lo, hi = vscene.bounds(objs)
     centre = Vector(((lo + hi) / 2.0).tolist())
     diag = float(np.linalg.norm(hi - lo)) or 1.0
     return centre, diag, lo, hi
 
 
-def setup_camera(scene: bpy.types.Scene) -> bpy.types.Object:
-    """A camera framing the whole result, parented to a pivot Empty at its centre; a sun."""
-    centre, diag, _, _ = _extent(scene)
+def setup_camera(scene: bpy.types.Scene, frame_cut: bool = False) -> bpy.types.Object:
+    """A camera framing the whole result, parented to a pivot Empty at its centre; a sun.
+
+    ``frame_cut`` frames what the cut planes leave instead of the whole result.
+    """
+    centre, diag, _, _ = _extent(scene, evaluated=frame_cut)
     pivot = bpy.data.objects.get(PIVOT)
     if pivot is None:
         pivot = bpy.data.objects.new(PIVOT, None)
@@ -77,10 +87,18 @@ def setup_camera(scene: bpy.types.Scene) -> bpy.types.Object:
     cam.animation_data_clear()
     cam.parent = pivot
     cam.data.lens = 50.0
+    cam.data.sensor_fit = "AUTO"
     cam.data.clip_start = diag * 1e-3
     cam.data.clip_end = diag * 20.0
+    # fit the bounding sphere in the narrower field of view (aspect from the render size)
+    r = scene.render
+    aspect = (r.resolution_x * r.pixel_aspect_x) / max(1e-6, r.resolution_y * r.pixel_aspect_y)
+    half_fov = math.atan(cam.data.sensor_width / 2.0 / cam.data.lens)
+    if aspect >= 1.0:
+        half_fov = math.atan(math.tan(half_fov) / aspect)
     direction = Vector((0.9, -1.4, 0.9)).normalized()
-    cam.location = direction * diag * 1.5
+    # 0.65: a box fills less of the view than its bounding sphere
+    cam.location = direction * (diag / 2.0) / math.sin(half_fov) * 0.65
     cam.rotation_euler = (-direction).to_track_quat("-Z", "Y").to_euler()
     scene.camera = cam
 
