@@ -431,3 +431,93 @@ def test_drop_tiff_sets_input_and_voxel_size(core, clean_scene, fake_run, tmp_pa
     assert settings.voxel_source == "metadata"
     with pytest.raises(RuntimeError, match="tif"):
         bpy.ops.vemcell.drop_volume(filepath=str(tmp_path / "notes.txt"))
+
+
+class _FakeOperator:
+    """Stands in for the operator instance so the modal handler can be driven without a window
+    (background mode has no event loop): the same ``modal`` code the UI runs."""
+
+    def __init__(self, cls):
+        self._timer = None
+        self.reports = []
+        self._cls = cls
+
+    def report(self, kind, message):
+        self.reports.append((next(iter(kind)), message))
+
+    def _stop(self, context):
+        self._cls._stop(self, context)
+
+    def modal(self, context, event_type):
+        return self._cls.modal(self, context, type("Event", (), {"type": event_type})())
+
+
+def _modal_job(addon, core, tmp_path, script):
+    ops = addon.ui.ops
+    job_dir, run_dir = core["backend"].new_run_dir(tmp_path / "runs", "volume.tif")
+    job = core["backend"].BackendJob([], command=[sys.executable, "-c", script, str(run_dir)])
+    ops._JOB.update(job=job, job_dir=job_dir, run_dir=run_dir, cancel=False)
+    return _FakeOperator(ops.VEMCELL_OT_build), job_dir
+
+
+def _drive(op, context, limit_s=30.0):
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        result = op.modal(context, "TIMER")
+        if result != {"PASS_THROUGH"}:
+            return result
+        time.sleep(0.05)
+    raise AssertionError("the modal operator never finished")
+
+
+def test_modal_build_reports_progress_then_imports(addon, core, clean_scene, fake_run, tmp_path):
+    script = (
+        "import json, shutil, sys, time\n"
+        "for f in (0.2, 0.6):\n"
+        "    print(json.dumps({'stage': 'segment', 'fraction': f, 'message': 'm'}), flush=True)\n"
+        "    time.sleep(0.2)\n"
+        f"shutil.copytree({str(fake_run)!r}, sys.argv[1])\n"
+        "print(json.dumps({'stage': 'done', 'fraction': 1.0, 'message': 'done'}), flush=True)\n"
+    )
+    op, _ = _modal_job(addon, core, tmp_path, script)
+    context = bpy.context
+    assert op.modal(context, "MOUSEMOVE") == {"PASS_THROUGH"}
+    assert _drive(op, context) == {"FINISHED"}
+    assert not addon.ui.ops._JOB and not clean_scene.vemcell.running
+    assert clean_scene.vemcell.progress == 1.0
+    assert "cell_01 / mitochondrion" in bpy.data.objects
+
+
+def test_modal_escape_kills_backend_and_keeps_scene(addon, core, clean_scene, fake_run, tmp_path):
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    before = _snapshot()
+    script = (
+        "import json, time\n"
+        "print(json.dumps({'stage': 'segment', 'fraction': 0.3, 'message': 'm'}), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    op, job_dir = _modal_job(addon, core, tmp_path, script)
+    job = addon.ui.ops._JOB["job"]
+    context = bpy.context
+    while clean_scene.vemcell.progress == 0.0:
+        assert op.modal(context, "TIMER") == {"PASS_THROUGH"}
+        time.sleep(0.05)
+    assert clean_scene.vemcell.status.startswith("segment")
+    assert op.modal(context, "ESC") == {"CANCELLED"}
+    assert not job.running and not job_dir.exists()
+    assert _snapshot() == before and not addon.ui.ops._JOB
+    assert op.reports and op.reports[-1][0] == "WARNING"
+
+
+def test_modal_backend_failure_is_one_error(addon, core, clean_scene, fake_run, tmp_path):
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    before = _snapshot()
+    script = (
+        "import sys\n"
+        "print('vemcell run: error: The model card is not valid JSON.', file=sys.stderr)\n"
+        "sys.exit(2)\n"
+    )
+    op, job_dir = _modal_job(addon, core, tmp_path, script)
+    assert _drive(op, bpy.context) == {"CANCELLED"}
+    assert op.reports == [("ERROR", "vemcell: The model card is not valid JSON.")]
+    assert _snapshot() == before and not job_dir.exists()
