@@ -6,7 +6,8 @@ mesh a label volume with scikit-image). ``mesh_labels`` is timed twice: meshing 
 (``smooth=0, decimate=0``, the like-for-like comparison) and with its defaults (Taubin
 smoothing + watertight decimation), the cost a user actually pays. Every mesh is checked with
 ``trimesh.Trimesh.is_watertight``. Figures are Mvox/s (voxels of the label volume per second)
-and the speed-up over the baseline; each time is the best of ``--repeats`` runs.
+and the speed-up over the baseline; each time is the best of ``--repeats`` rounds in which
+the two run in turn.
 
 Volumes: a synthetic *C. merolae* volume (vemcell.synth: cells with nucleus, plastid,
 mitochondrion, peroxisome), a synthetic volume with many small organelles, and the five
@@ -46,13 +47,19 @@ def skimage_baseline(ids: np.ndarray, voxel: tuple[float, float, float]) -> list
     return out
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    best, result = float("inf"), None
+def best_of_interleaved(fns: list, repeats: int) -> list[tuple[float, object]]:
+    """Best time of each function over ``repeats`` rounds, run in turn (A B A B ...).
+
+    Interleaving keeps a change in machine load (shared CPUs) from favouring one side.
+    """
+    best = [float("inf")] * len(fns)
+    results: list[object] = [None] * len(fns)
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, result
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            results[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return list(zip(best, results, strict=True))
 
 
 def watertight_count(meshes: list[tuple]) -> int:
@@ -156,8 +163,7 @@ def run_case(name: str, labels, instances, voxel, repeats: int, full: bool) -> d
     def ours():
         return mesh.mesh_labels(labels, voxel, classes, instances=instances, smooth=0, decimate=0)
 
-    t_base, base_meshes = best_of(baseline, repeats)
-    t_ours, items = best_of(ours, repeats)
+    (t_base, base_meshes), (t_ours, items) = best_of_interleaved([baseline, ours], repeats)
     n_vox = labels.size
     row = {
         "volume": name,

@@ -415,7 +415,7 @@ def _weld_seams(
     remap[on_seam] = on_seam[first[inverse.ravel()]]
     keep = remap == np.arange(len(verts))
     new_index = np.cumsum(keep) - 1
-    return verts[keep], new_index[remap[faces]]
+    return verts[keep], (new_index[remap])[faces]
 
 
 def mesh_labels(
