@@ -353,7 +353,7 @@ SLAB = 16
 def _zmesh_surfaces(
     padded: np.ndarray, voxel_size_nm: tuple[float, float, float], progress: Progress | None
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Marching-cubes surface of every non-zero id: {id: (vertices nm float32, faces int64)}.
+    """Marching-cubes surface of every non-zero id: {id: (vertices in nm, faces)}.
 
     ``padded`` must have a background border. It is cut along its longest axis into slabs of
     :data:`SLAB` voxel layers that share their boundary layer; zmesh meshes each slab without
@@ -383,7 +383,7 @@ def _zmesh_surfaces(
                 continue
             v = np.asarray(m.vertices, dtype=np.float32)
             v[:, axis] += np.float32(a0 * res[axis])
-            pieces.setdefault(int(oid), []).append((v, np.asarray(m.faces, dtype=np.int64)))
+            pieces.setdefault(int(oid), []).append((v, np.asarray(m.faces)))
         if progress is not None:
             progress.update(0.3 * (k + 1) / len(starts), "marching cubes")
     mesher.clear()
@@ -394,7 +394,9 @@ def _zmesh_surfaces(
             continue
         offsets = np.cumsum([0] + [len(v) for v, _ in parts])
         verts = np.concatenate([v for v, _ in parts])
-        faces = np.concatenate([f + o for (_, f), o in zip(parts, offsets[:-1], strict=True)])
+        faces = np.concatenate(
+            [f.astype(np.int64) + o for (_, f), o in zip(parts, offsets[:-1], strict=True)]
+        )
         out[oid] = _weld_seams(verts, faces, axis, res)
     return out
 
