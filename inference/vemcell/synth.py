@@ -33,7 +33,7 @@ from scipy.spatial.transform import Rotation
 
 from vemcell.errors import VemcellError
 
-GENERATOR_VERSION = "synth/2"
+GENERATOR_VERSION = "synth/3"
 
 CLASS_NAMES = ("background", "cytoplasm", "nucleus", "plastid", "mitochondrion", "peroxisome")
 # Figure 1 of the paper: cytoplasm white (semi-transparent), nucleus grey, plastid green,
