@@ -211,3 +211,14 @@ def test_info_on_real_em():
     vol = read_volume(path)
     assert vol.shape == (24, 512, 512)
     assert vol.voxel_size_nm == pytest.approx((50.0, 4.0, 4.0))
+
+
+def test_written_files_have_ordinary_permissions(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        write_tiff(tmp_path / "a.tif", stack(), (1, 1, 1))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.tif").stat().st_mode & 0o777 == 0o644

@@ -133,7 +133,6 @@ def write_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: _fmt(row.get(k)) for k in FIELDS})
-        os.chmod(tmp, 0o644)
     return Path(path)
 
 

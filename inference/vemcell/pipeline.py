@@ -24,7 +24,7 @@ import numpy as np
 
 from vemcell import __version__
 from vemcell.errors import VemcellError
-from vemcell.io import Volume, read_volume, write_tiff
+from vemcell.io import Volume, ordinary_mode, read_volume, write_tiff
 from vemcell.modelcard import ModelCard, resolve_model
 from vemcell.progress import Progress
 
@@ -48,7 +48,7 @@ class RunOptions:
     fuse: str = "mean"
     denoise: str = "none"
     voxel_size_nm: tuple[float, float, float] | None = None
-    smooth: int = 10
+    smooth: int | None = None  # None: iterations chosen from the voxel anisotropy
     decimate: float = 0.5
     mesh_format: str = "ply"
     separate_cells: str = "auto"
@@ -101,6 +101,7 @@ def staged_output(out: str | os.PathLike) -> Iterator[Path]:
         )
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    os.chmod(tmp, ordinary_mode(directory=True))
     try:
         yield tmp
         old = None
@@ -152,7 +153,7 @@ def run(
         raise VemcellError(f"--format must be ply, obj or stl, not {opt.mesh_format!r}.")
     if not 0.0 <= opt.decimate < 1.0:
         raise VemcellError(f"--decimate must be a fraction in [0, 1), not {opt.decimate}.")
-    if opt.smooth < 0:
+    if opt.smooth is not None and opt.smooth < 0:
         raise VemcellError(f"--smooth must be 0 or more iterations, not {opt.smooth}.")
     prog = progress or Progress("none", STAGES)
     timer = _Timer()

@@ -21,7 +21,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """Options of the whole pipeline (shared with ``demo``)."""
     add_segmentation_arguments(p)
     p.add_argument(
-        "--smooth", type=int, default=10, metavar="N", help="Taubin smoothing iterations"
+        "--smooth",
+        type=int,
+        metavar="N",
+        help="Taubin smoothing iterations (default: 20 × the voxel anisotropy, at most 80)",
     )
     p.add_argument(
         "--decimate",
