@@ -86,10 +86,18 @@ def synthetic_volumes(
     return out
 
 
-def cmerolae6(out_dir: Path, config: TrainConfig, n_train: int, shape, resume: bool) -> dict:
+def cmerolae6(
+    out_dir: Path,
+    config: TrainConfig,
+    n_train: int,
+    shape,
+    resume: bool,
+    init_from: Path | None = None,
+    cache: Path | None = None,
+) -> dict:
     """Generate the data and train; returns the training history."""
     t0 = time.perf_counter()
-    cache = out_dir / "synth-cache"
+    cache = cache or out_dir / "synth-cache"
     train_vols = synthetic_volumes([1000 + i for i in range(n_train)], shape, cache=cache)
     val_vols = synthetic_volumes([9000 + i for i in range(3)], shape, cache=cache)
     print(f"generated {n_train}+3 volumes in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
@@ -101,7 +109,17 @@ def cmerolae6(out_dir: Path, config: TrainConfig, n_train: int, shape, resume: b
         ),
         "recipe": "python -m vemcell_train.recipes cmerolae6",
     }
-    return train(config, train_vols, out_dir, card=card, val_volumes=val_vols, resume=resume)
+    if init_from is not None:
+        card["training"]["initialised_from"] = str(init_from.name)
+    return train(
+        config,
+        train_vols,
+        out_dir,
+        card=card,
+        val_volumes=val_vols,
+        resume=resume,
+        init_from=init_from,
+    )
 
 
 def score_cmerolae6(model: Path, out_dir: Path, shape, seed0: int = 7000) -> dict:
@@ -172,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--volumes", type=int, default=16, help="number of training volumes")
     p.add_argument("--shape", type=int, nargs=3, default=(128, 192, 192))
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--init", type=Path, help="start from this checkpoint's weights (fine-tune)")
+    p.add_argument("--cache", type=Path, help="folder of cached synthetic volumes")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     cfg = TrainConfig()
@@ -187,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error("score-cmerolae6 needs --model")
         score_cmerolae6(args.model, args.out, tuple(args.shape))
         return 0
-    cmerolae6(args.out, cfg, args.volumes, tuple(args.shape), args.resume)
+    cmerolae6(args.out, cfg, args.volumes, tuple(args.shape), args.resume, args.init, args.cache)
     print(f"total {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     return 0
 

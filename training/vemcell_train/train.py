@@ -132,6 +132,7 @@ def train(
     card: dict[str, Any],
     val_volumes: list[VolumePair] | None = None,
     resume: bool = False,
+    init_from: str | os.PathLike | None = None,
     progress: Progress | None = None,
     log=None,
 ) -> dict:
@@ -147,6 +148,9 @@ def train(
         licence...), stored in the checkpoint so ``vemcell export`` can write the card.
     resume : bool
         Continue from ``out_dir/last.pt`` (same configuration required).
+    init_from : path, optional
+        Start from the weights of another checkpoint (fine-tuning; same architecture and
+        classes), with a fresh optimiser and learning-rate schedule.
 
     Returns
     -------
@@ -177,6 +181,15 @@ def train(
     history: list[dict] = []
     start_epoch, best = 0, -1.0
     last_path = out / "last.pt"
+    if init_from is not None and not (resume and last_path.exists()):
+        src = load_checkpoint(init_from)
+        if src["arch"] != arch:
+            raise VemcellError(
+                f"Cannot start from {init_from}: its network ({src['arch']}) differs from this "
+                f"one ({arch})."
+            )
+        model.load_state_dict(src["model"])
+        log(f"starting from the weights of {init_from}")
     if resume:
         if not last_path.exists():
             raise VemcellError(f"Nothing to resume: {last_path} does not exist.")
