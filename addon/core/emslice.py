@@ -192,6 +192,7 @@ def update(scene: bpy.types.Scene, empty: bpy.types.Object) -> bool:
     rgba[..., 3] = inside * opacity
     image.pixels.foreach_set(rgba.ravel())
     image.update()
+    image.update_tag()  # re-upload the GPU texture (Workbench, viewport)
     # the plane: a square of side 2*half centred on the volume's projection, just on the
     # removed side so it is not hidden inside the caps
     eps = half * 1e-3

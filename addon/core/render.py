@@ -78,70 +78,87 @@ def _png_output(scene: bpy.types.Scene) -> None:
     ims.color_mode = "RGBA"
 
 
+def _encode_movie(scene: bpy.types.Scene, frames: list[Path], movie: Path) -> None:
+    """Encode PNG frames as an H.264 MP4 with Blender's built-in FFmpeg (a sequencer scene)."""
+    enc = bpy.data.scenes.new("vemcell encode")
+    try:
+        enc.render.resolution_x = scene.render.resolution_x
+        enc.render.resolution_y = scene.render.resolution_y
+        enc.render.resolution_percentage = 100
+        enc.render.fps = scene.render.fps
+        enc.render.fps_base = scene.render.fps_base
+        enc.view_settings.view_transform = "Standard"
+        enc.view_settings.look = "None"
+        ed = enc.sequence_editor_create()
+        strips = ed.strips if hasattr(ed, "strips") else ed.sequences
+        strip = strips.new_image(name="frames", filepath=str(frames[0]), channel=1, frame_start=1)
+        for f in frames[1:]:
+            strip.elements.append(f.name)
+        enc.frame_start, enc.frame_end = 1, len(frames)
+        enc.render.use_sequencer = True
+        _movie_output(enc)
+        enc.render.filepath = str(movie.with_suffix("")) + "_"
+        bpy.ops.render.render(animation=True, scene=enc.name)
+        produced = sorted(movie.parent.glob(movie.with_suffix("").name + "_*.mp4"))
+        if not produced:
+            raise RuntimeError("Blender wrote no movie (FFmpeg output failed).")
+        os.replace(produced[0], movie)
+    finally:
+        bpy.data.scenes.remove(enc)
+
+
 def render(
     scene: bpy.types.Scene,
     out: str | os.PathLike,
     on_frame: Callable[[int, int], None] | None = None,
 ) -> list[Path]:
-    """Render ``scene`` to ``out``: ``.mp4`` (the frame range) or ``.png``.
+    """Render ``scene``'s frame range to ``out``: ``.mp4`` or ``.png``.
 
     A ``.png`` with a one-frame range is one still; with more frames it is a sequence
-    ``<stem>_0001.png``... Returns the files written.
+    ``<stem>_0001.png``... Frames are rendered one at a time (each after the EM slices were
+    resampled for it: image textures changed by a handler during an animation render are not
+    re-uploaded), then an MP4 is encoded from them. Returns the files written.
     """
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
     if suffix not in (".mp4", ".png"):
         raise ValueError("the output must end in .mp4 or .png")
-    n_frames = scene.frame_end - scene.frame_start + 1
+    first, last = scene.frame_start, scene.frame_end
+    n_frames = last - first + 1
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
-    done = [0]
-
-    def _post(_scene: bpy.types.Scene, _dg: object = None) -> None:
-        done[0] += 1
-        if on_frame:
-            on_frame(done[0], n_frames)
-
-    bpy.app.handlers.render_post.append(_post)
-    # EM slices are resampled before each frame is drawn (render_pre runs after frame_set).
-    bpy.app.handlers.render_pre.append(emslice.on_frame_change)
-    saved_path = scene.render.filepath
+    saved = (scene.render.filepath, scene.frame_current)
     try:
         with cutplanes.render_solvers(scene, cutplanes.solver_choice("exact")):
-            if suffix == ".mp4":
-                _movie_output(scene)
-                scene.render.filepath = str(tmp / "movie_")
-                bpy.ops.render.render(animation=True, scene=scene.name)
-                produced = sorted(tmp.glob("*.mp4"))
-                if not produced:
-                    raise RuntimeError("Blender wrote no movie (FFmpeg output failed).")
-                os.replace(produced[0], out)
-                written = [out]
-            elif n_frames == 1:
-                _png_output(scene)
-                scene.frame_set(scene.frame_start)
+            _png_output(scene)
+            frames = []
+            for i, frame in enumerate(range(first, last + 1), start=1):
+                scene.frame_set(frame)
                 emslice.update_all(scene)
-                scene.render.filepath = str(tmp / "still.png")
+                path = tmp / f"frame_{frame:04d}.png"
+                scene.render.filepath = str(path)
                 bpy.ops.render.render(write_still=True, scene=scene.name)
-                os.replace(tmp / "still.png", out)
-                written = [out]
-            else:
-                _png_output(scene)
-                scene.render.filepath = str(tmp / "frame_####")
-                bpy.ops.render.render(animation=True, scene=scene.name)
-                written = []
-                for i, f in enumerate(sorted(tmp.glob("frame_*.png")), start=scene.frame_start):
-                    dest = out.with_name(f"{out.stem}_{i:04d}.png")
-                    os.replace(f, dest)
-                    written.append(dest)
+                if not path.is_file():
+                    raise RuntimeError(f"Blender wrote no image for frame {frame}.")
+                frames.append(path)
+                if on_frame:
+                    on_frame(i, n_frames)
+        if suffix == ".mp4":
+            _encode_movie(scene, frames, tmp / "movie.mp4")
+            os.replace(tmp / "movie.mp4", out)
+            written = [out]
+        elif n_frames == 1:
+            os.replace(frames[0], out)
+            written = [out]
+        else:
+            written = []
+            for i, f in enumerate(frames, start=first):
+                dest = out.with_name(f"{out.stem}_{i:04d}.png")
+                os.replace(f, dest)
+                written.append(dest)
     finally:
-        scene.render.filepath = saved_path
-        for lst, fn in (
-            (bpy.app.handlers.render_post, _post),
-            (bpy.app.handlers.render_pre, emslice.on_frame_change),
-        ):
-            if fn in lst:
-                lst.remove(fn)
+        scene.render.filepath = saved[0]
+        scene.frame_set(saved[1])
         shutil.rmtree(tmp, ignore_errors=True)
     return written
 
