@@ -26,6 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-labels", nargs="*", default=[], metavar="TIF", help="their labels")
     p.add_argument("--name", help="model name for the card (default: the run directory's name)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument(
+        "--init", metavar="CHECKPOINT", help="start from these weights (fine-tuning, same network)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,7 +63,14 @@ def run(args: argparse.Namespace) -> int:
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     with progress.stage("train", "training"):
         result = train_mod.train(
-            config, vols, out, card=card, val_volumes=val, resume=args.resume, progress=progress
+            config,
+            vols,
+            out,
+            card=card,
+            val_volumes=val,
+            resume=args.resume,
+            init_from=args.init,
+            progress=progress,
         )
     progress.done(f"best checkpoint {out / 'best.pt'}")
     if args.progress != "json":
