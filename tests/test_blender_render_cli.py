@@ -92,3 +92,37 @@ def test_render_errors_are_one_line(fake_run, tmp_path):
     with pytest.raises(VemcellError, match="has no mesh"):
         render_run_dir(broken, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.slow
+def test_render_volume_runs_pipeline_then_mp4(tmp_path):
+    """VOLUME input: the pipeline on the embedded sample, then a 3-frame turntable."""
+    from vemcell.modelcard import list_models
+    from vemcell.synth import sample_dir
+
+    image = sample_dir() / "image.tif"
+    if not image.is_file() or not list_models():
+        pytest.skip("the embedded sample or a shipped model is missing")
+    import bpy
+
+    out = tmp_path / "sample.mp4"
+    proc = _vemcell(
+        "render",
+        str(image),
+        "--out",
+        str(out),
+        "--frames",
+        "3",
+        "--resolution",
+        "64",
+        "48",
+        "--directions",
+        "1",
+        "--progress",
+        "json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    stages = [json.loads(ln)["stage"] for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert "segment" in stages and "render" in stages and stages[-1] == "done"
+    assert (tmp_path / "sample_run" / "scene.json").is_file()
+    assert bpy.data.images.load(str(out)).frame_duration == 3
