@@ -521,3 +521,59 @@ def test_modal_backend_failure_is_one_error(addon, core, clean_scene, fake_run, 
     assert _drive(op, bpy.context) == {"CANCELLED"}
     assert op.reports == [("ERROR", "vemcell: The model card is not valid JSON.")]
     assert _snapshot() == before and not job_dir.exists()
+
+
+class _Layout:
+    """Records a panel's draw calls and checks every property and operator it names exists."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def __getattr__(self, name):
+        if name in ("column", "row", "box", "grid_flow", "split"):
+            return lambda *a, **k: _Layout(self.log)
+        if name in ("label", "separator", "progress"):
+            return lambda *a, **k: self.log.append((name, k.get("text", "")))
+        raise AttributeError(name)
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+
+    def prop(self, data, name, **kwargs):
+        key = name.strip('["]')
+        assert name in data.bl_rna.properties or key in data, name
+        self.log.append(("prop", name))
+
+    def operator(self, idname, **kwargs):
+        category, op = idname.split(".")
+        rna = getattr(getattr(bpy.ops, category), op).get_rna_type()
+        self.log.append(("operator", idname))
+        props = {p.identifier for p in rna.properties}
+
+        class _Props:
+            def __setattr__(self, key, value):
+                assert key in props, (idname, key)
+
+        return _Props()
+
+
+def test_panels_draw_with_existing_properties_and_operators(addon, core, clean_scene, fake_run):
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    bpy.ops.vemcell.add_cut(axis="FREE")
+    obj = bpy.data.objects["cell_01 / mitochondrion"]
+    bpy.context.view_layer.objects.active = obj
+    panel_mod = addon.ui.panel
+    log = []
+    for cls in panel_mod.CLASSES:
+        panel = type("P", (), {"layout": _Layout(log)})()
+        if hasattr(cls, "poll"):
+            assert cls.poll(bpy.context), cls.__name__
+        cls.draw(panel, bpy.context)
+    names = {entry[1] for entry in log}
+    assert {"vemcell.build", "vemcell.sample", "vemcell.add_cut", "vemcell.render"} <= names
+    assert {"vemcell.turntable", "vemcell.cut_sweep", "vemcell.reveal"} <= names
+    assert "volume_um3" in names  # the measurements list of the active organelle
+    clean_scene.vemcell.running = True
+    log.clear()
+    panel_mod.VEMCELL_PT_main.draw(type("P", (), {"layout": _Layout(log)})(), bpy.context)
+    assert ("operator", "vemcell.cancel") in log and any(e[0] == "progress" for e in log)
