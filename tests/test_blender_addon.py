@@ -417,7 +417,7 @@ def test_one_click_build_on_embedded_sample(core, clean_scene):
     assert all("volume_um3" in o for o in objs)
 
 
-def test_drop_tiff_sets_input_and_voxel_size(core, clean_scene, fake_run, tmp_path):
+def test_drop_tiff_sets_input_and_voxel_size(addon, core, clean_scene, fake_run, tmp_path):
     """The FileHandler's operator takes a dropped stack; the voxel size comes from its header."""
     from blender_helpers import VOXEL_NM
 
@@ -429,6 +429,10 @@ def test_drop_tiff_sets_input_and_voxel_size(core, clean_scene, fake_run, tmp_pa
     assert settings.volume == str(volume)
     assert tuple(settings.voxel_size) == pytest.approx(VOXEL_NM)
     assert settings.voxel_source == "metadata"
+    ops = addon.ui.ops
+    assert ops._options(settings).voxel_size_nm is None  # the file's own size: not overridden
+    settings.voxel_size = (40.0, 10.0, 10.0)
+    assert ops._options(settings).voxel_size_nm == (40.0, 10.0, 10.0)
     with pytest.raises(RuntimeError, match="tif"):
         bpy.ops.vemcell.drop_volume(filepath=str(tmp_path / "notes.txt"))
 

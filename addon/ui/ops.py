@@ -20,10 +20,13 @@ def _options(settings: props.VemcellSettings) -> backend.RunOptions:
         model = bpy.path.abspath(settings.custom_model)
     else:
         model = "" if settings.model == "DEFAULT" else settings.model
+    from_file = settings.voxel_source == "metadata" and all(
+        abs(a - b) < 1e-6 for a, b in zip(settings.voxel_size, settings.voxel_file, strict=True)
+    )
     return backend.RunOptions(
         volume=volume,
         model=model,
-        voxel_size_nm=tuple(settings.voxel_size),
+        voxel_size_nm=None if from_file else tuple(settings.voxel_size),
         directions=3 if settings.three_directions else 1,
         median=settings.median,
         separate_cells="auto" if settings.separate_cells else "off",

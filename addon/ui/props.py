@@ -26,6 +26,7 @@ def _volume_changed(self: VemcellSettings, context: bpy.types.Context) -> None:
     if found is not None:
         (z, y, x), source = found
         self.voxel_size = (z, y, x)
+        self.voxel_file = (z, y, x)
         self.voxel_source = source
 
 
@@ -70,6 +71,8 @@ class VemcellSettings(bpy.types.PropertyGroup):
         default=(10.0, 10.0, 10.0),
     )
     voxel_source: bpy.props.StringProperty(default="")  # type: ignore[valid-type]
+    # what the file says; the size is passed to the backend only when the user changed it
+    voxel_file: bpy.props.FloatVectorProperty(size=3, default=(0.0, 0.0, 0.0))  # type: ignore[valid-type]
     model: bpy.props.EnumProperty(name="Model", items=_model_items)  # type: ignore[valid-type]
     custom_model: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Model file", subtype="FILE_PATH", description="An .onnx model with its JSON card"
