@@ -195,6 +195,8 @@ def test_em_slice_follows_the_plane(core, clean_scene, fake_run):
     col = int((0.4 - lo[0]) / (hi[0] - lo[0]) * res)
     row = int((0.4 - lo[1]) / (hi[1] - lo[1]) * res)
     assert high[row, col, 0] > 0.95
+    scene.vemcell.slice_opacity = 0.5
+    assert pixels()[..., 3].max() == pytest.approx(0.5, abs=0.01)  # 8-bit image
     bpy.ops.vemcell.toggle_slice(plane=empty.name)
     assert core["emslice"].slice_plane(empty) is None
 

@@ -338,7 +338,9 @@ class VEMCELL_OT_toggle_slice(bpy.types.Operator):
             return {"CANCELLED"}
         prefs = pref.preferences(context)
         res = prefs.slice_resolution if prefs else 256
-        emslice.enable(context.scene, empty, resolution=res)
+        emslice.enable(
+            context.scene, empty, resolution=res, opacity=context.scene.vemcell.slice_opacity
+        )
         return {"FINISHED"}
 
 

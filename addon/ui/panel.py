@@ -108,6 +108,7 @@ class VEMCELL_PT_cuts(_Base, bpy.types.Panel):
         row.prop(s, "cut_axis", text="")
         row.operator("vemcell.add_cut", icon="ADD").axis = s.cut_axis
         layout.prop(s, "fast_cuts")
+        layout.prop(s, "slice_opacity")
         for empty in cutplanes.cut_planes(context.scene):
             box = layout.box()
             row = box.row(align=True)

@@ -40,6 +40,16 @@ def _class_changed(self: VemcellClass, context: bpy.types.Context) -> None:
             obj.hide_render = not self.visible
 
 
+def _opacity_changed(self: VemcellSettings, context: bpy.types.Context) -> None:
+    from ..core import emslice
+
+    for empty in cutplanes.cut_planes(context.scene):
+        plane = emslice.slice_plane(empty)
+        if plane is not None:
+            plane["vemcell_opacity"] = self.slice_opacity
+            emslice.update(context.scene, empty)
+
+
 def _solver_changed(self: VemcellSettings, context: bpy.types.Context) -> None:
     cutplanes.set_viewport_solver(context.scene, self.fast_cuts)
 
@@ -120,6 +130,15 @@ class VemcellSettings(bpy.types.PropertyGroup):
         description="Fast Boolean solver in the viewport (renders always use the exact one)",
         default=True,
         update=_solver_changed,
+    )
+    slice_opacity: bpy.props.FloatProperty(  # type: ignore[valid-type]
+        name="EM slice opacity",
+        description="Opacity of the EM slices shown on cut planes",
+        default=1.0,
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+        update=_opacity_changed,
     )
     cut_axis: bpy.props.EnumProperty(  # type: ignore[valid-type]
         name="Axis",
