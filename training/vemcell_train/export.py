@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,10 @@ def export_onnx(net: torch.nn.Module, path: str | os.PathLike, example_size: int
     wrapped = SoftmaxModel(net).eval()
     x = torch.zeros(1, 1, example_size, example_size)
     out = Path(path)
-    with atomic_path(out) as tmp:
+    # The TorchScript exporter (dynamo=False) needs no onnxscript and handles this network's
+    # dynamic sizes; torch marks it deprecated, which is noise for users.
+    with atomic_path(out) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             wrapped,
             (x,),
