@@ -210,3 +210,51 @@ def test_train_cli_rejects_mismatched_inputs(tmp_path: Path, capsys) -> None:
     )
     assert rc == 2
     assert "one label volume per image" in capsys.readouterr().err
+
+
+def test_crossval_writes_the_table_in_the_papers_layout(tmp_path: Path) -> None:
+    paths = []
+    for seed in (1, 2):
+        image, labels = blobs(seed)
+        write_tiff(tmp_path / f"v{seed}.tif", image, (20.0, 20.0, 20.0))
+        write_tiff(tmp_path / f"v{seed}_labels.tif", labels, (20.0, 20.0, 20.0))
+        paths.append((str(tmp_path / f"v{seed}.tif"), str(tmp_path / f"v{seed}_labels.tif")))
+    (tmp_path / "classes.json").write_text(json.dumps(["background", "blob", "dot"]))
+    out = tmp_path / "cv"
+    rc = main(
+        [
+            "crossval",
+            "--images",
+            paths[0][0],
+            paths[1][0],
+            "--labels",
+            paths[0][1],
+            paths[1][1],
+            "--classes",
+            str(tmp_path / "classes.json"),
+            "--out",
+            str(out),
+            "--stage-names",
+            "early",
+            "late",
+            "--epochs",
+            "1",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--tile",
+            "32",
+            "--width",
+            "4",
+            "--progress",
+            "none",
+        ]
+    )
+    assert rc == 0
+    md = (out / "crossval.md").read_text().splitlines()
+    assert md[0] == ("| Class | early (1 dir) | early (3 dir) | late (1 dir) | late (3 dir) |")
+    assert [row.split("|")[1].strip() for row in md[2:]] == ["background", "blob", "dot", "Mean"]
+    assert (out / "crossval.csv").exists() and (out / "crossval.png").stat().st_size > 0
+    results = json.loads((out / "crossval.json").read_text())
+    assert {r["fold"] for r in results} == {1, 2} and len(results) == 4
