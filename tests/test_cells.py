@@ -64,8 +64,14 @@ def test_anisotropic_voxels_use_physical_distances():
     ids = cells.separate_cells(truth > 0, voxel)
     assert int(ids.max()) == 2
     assert im.matched_f1(truth, ids)["f1"] == 1.0
-    # working on a coarser grid maps the ids back onto every mask voxel
     assert np.array_equal(ids > 0, truth > 0)
+    # fine voxels: the watershed works on a ~40 nm grid and maps the ids back onto every voxel
+    fine = (12.5, 12.5, 12.5)
+    truth = balls((88, 88, 168), fine, [(0.6, 0.55, 0.55), (1.4, 0.55, 0.55)], [0.5, 0.5])
+    ids = cells.separate_cells(truth > 0, fine)
+    assert int(ids.max()) == 2
+    assert np.array_equal(ids > 0, truth > 0)
+    assert im.matched_f1(truth, ids)["mean_matched_iou"] > 0.95
 
 
 def test_separate_cells_edge_cases():

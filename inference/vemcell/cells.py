@@ -470,7 +470,7 @@ def separate_cells(
     if np.any(f > 1):
         shape = tuple(int(np.ceil(n / k)) for n, k in zip(mask.shape, f, strict=True))
         zoom = np.asarray(shape) / np.asarray(mask.shape)
-        work = ndi.zoom(mask.astype(np.float32), zoom, order=1) > 0.5
+        work = ndi.zoom(mask.astype(np.uint8) * np.uint8(254), zoom, order=1) > 127
         wv = v * np.asarray(mask.shape) / np.asarray(shape)
     else:
         work, wv = mask, v
@@ -501,12 +501,14 @@ def separate_cells(
             for n, s in zip(mask.shape, ids.shape, strict=True)
         ]
         ids = ids[np.ix_(*idx)] * mask
-        # Mask voxels lost at the coarse grid's edges take the nearest cell's id.
-        lost = mask & (ids == 0)
-        if lost.any() and ids.any():
-            _, nearest = ndi.distance_transform_edt(ids == 0, sampling=v, return_indices=True)
-            ids[lost] = ids[tuple(n[lost] for n in nearest)]
-            del nearest
+        # Mask voxels lost at the coarse grid's edges take a neighbouring cell's id, growing
+        # one voxel at a time (a full nearest-label transform would need 3 index volumes).
+        for _ in range(int(f.max()) + 1):
+            lost = mask & (ids == 0)
+            if not lost.any() or not ids.any():
+                break
+            grown = ndi.grey_dilation(ids, size=(3, 3, 3))
+            ids = np.where(lost, grown, ids)
     ids, _, _ = relabel_sequential(ids)
     n = int(ids.max())
     if n > np.iinfo(np.uint16).max:
