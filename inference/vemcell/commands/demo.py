@@ -65,8 +65,13 @@ def run(args: argparse.Namespace) -> int:
             png = out / "cell_model.png"
             mp4 = out / "turntable.mp4"
             blend = out / "cell_model.blend"
-            render_run_dir(run_dir, png, animation="still", engine=args.engine, blend=blend)
-            render_run_dir(run_dir, mp4, animation="turntable", engine=args.engine)
+            size = (960, 540)
+            render_run_dir(
+                run_dir, png, animation="still", engine=args.engine, blend=blend, resolution=size
+            )
+            render_run_dir(
+                run_dir, mp4, animation="turntable", engine=args.engine, frames=48, resolution=size
+            )
             outputs.update({"picture": png, "video": mp4, "blend": blend})
     print("\nvemcell demo wrote:")
     for name, path in outputs.items():
