@@ -31,8 +31,8 @@ demo: install
 	$(BIN)/python -m vemcell demo --out $(OUT)
 
 lint: install-dev
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --check --no-cache .
 
 format: install-dev
 	$(BIN)/ruff format .
