@@ -385,3 +385,14 @@ def test_slab_seams_weld_into_the_single_pass_surface(monkeypatch, voxel):
         assert len(b.faces) == len(a.faces) and len(b.vertices) == len(a.vertices)
         assert tb.volume == pytest.approx(ta.volume, rel=1e-6)
         assert np.allclose(np.sort(a.vertices, axis=0), np.sort(b.vertices, axis=0), atol=1e-6)
+
+
+def test_pieces_in_separate_slabs_with_no_shared_seam(monkeypatch):
+    """One class as two blobs that lie in different slabs and never reach a slab seam."""
+    labels = np.zeros((12, 40, 12), np.uint8)  # slabs of 8 layers along y: seams at 8, 16, …
+    labels[3:8, 1:6, 3:8] = 1
+    labels[3:8, 18:23, 3:8] = 1
+    monkeypatch.setattr(mesh, "SLAB", 8)
+    items = mesh.mesh_labels(labels, (20.0, 20.0, 20.0), CLASSES[:1], smooth=0, decimate=0)
+    assert len(items) == 1 and tm(items[0]).is_watertight
+    assert len(tm(items[0]).split(only_watertight=False)) == 2

@@ -409,6 +409,8 @@ def _weld_seams(
     # exact integers; seams lie on layers that are multiples of SLAB.
     along = np.rint(verts[:, axis] * (2.0 / res[axis])).astype(np.int64)
     on_seam = np.nonzero((along % (2 * SLAB) == 0) & (along > 0))[0]
+    if len(on_seam) == 0:  # separate pieces in different slabs: nothing to merge
+        return verts, faces
     q = np.rint(verts[on_seam] * (2.0 / res)).astype(np.int64)
     dims = q.max(axis=0) + 1
     key = (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
