@@ -396,3 +396,43 @@ def test_pieces_in_separate_slabs_with_no_shared_seam(monkeypatch):
     items = mesh.mesh_labels(labels, (20.0, 20.0, 20.0), CLASSES[:1], smooth=0, decimate=0)
     assert len(items) == 1 and tm(items[0]).is_watertight
     assert len(tm(items[0]).split(only_watertight=False)) == 2
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_worker_processes_give_the_single_process_surface(monkeypatch, workers):
+    """Slab runs meshed in worker processes weld into exactly the one-process surface."""
+    rng = np.random.default_rng(5)
+    labels = np.zeros((60, 22, 25), np.uint8)  # slabs of 4 layers along z, split over workers
+    labels[2:58, 3:19, 4:21] = 1  # crosses every seam between the runs
+    labels[5:12, 6:12, 8:14] = 4  # only in the first run
+    labels[45:55, 8:15, 5:12] = 5  # only in the last run
+    labels[rng.random(labels.shape) < 0.02] = 2
+    monkeypatch.setattr(mesh, "SLAB", 4)
+    one = mesh.mesh_labels(labels, (30.0, 12.0, 10.0), CLASSES, smooth=0, decimate=0, workers=1)
+    many = mesh.mesh_labels(
+        labels, (30.0, 12.0, 10.0), CLASSES, smooth=0, decimate=0, workers=workers
+    )
+    assert [it.name for it in many] == [it.name for it in one]
+    for a, b in zip(one, many, strict=True):
+        assert tm(b).is_watertight
+        assert len(b.faces) == len(a.faces) and len(b.vertices) == len(a.vertices)
+        assert tm(b).volume == pytest.approx(tm(a).volume, rel=1e-6)
+        assert b.area_um2 == pytest.approx(a.area_um2, rel=1e-6)
+
+
+def test_default_workers_follow_the_volume_size(monkeypatch):
+    calls = []
+    real = mesh._run_groups
+
+    def spy(chunks, *args):
+        calls.append(len(chunks))
+        return real(chunks, *args)
+
+    monkeypatch.setattr(mesh, "_run_groups", spy)
+    monkeypatch.setattr(mesh, "default_workers", lambda: 2)
+    labels = np.zeros((40, 20, 20), np.uint8)
+    labels[5:35, 5:15, 5:15] = 1
+    mesh.mesh_labels(labels, (10.0, 10.0, 10.0), CLASSES[:1], smooth=0, decimate=0)
+    monkeypatch.setattr(mesh, "PARALLEL_MIN_VOXELS", 1000)
+    mesh.mesh_labels(labels, (10.0, 10.0, 10.0), CLASSES[:1], smooth=0, decimate=0)
+    assert calls == [1, 2]

@@ -26,7 +26,7 @@ import numpy as np
 
 from vemcell.errors import VemcellError
 from vemcell.io import atomic_path
-from vemcell.mesh import MeshItem, check_inputs, mesh_labels, object_ids, surface_area
+from vemcell.mesh import MeshItem, check_inputs, mesh_labels, object_ids
 
 FIELDS = [
     "cell",
@@ -45,12 +45,6 @@ def sphericity(volume_um3: float, area_um2: float) -> float | None:
     if not area_um2 or area_um2 <= 0 or not math.isfinite(area_um2):
         return None
     return math.pi ** (1.0 / 3.0) * (6.0 * volume_um3) ** (2.0 / 3.0) / area_um2
-
-
-def _mesh_area(item: MeshItem) -> float:
-    if item.area_um2 is not None:
-        return float(item.area_um2)
-    return surface_area(item.vertices, np.asarray(item.faces))
 
 
 def measure(
@@ -90,7 +84,7 @@ def measure(
         )
     if meshes is None:
         meshes = mesh_labels(labels, vs, classes, instances=instances, smooth=None, decimate=0)
-    areas = {(m.cell or 0, m.class_index): _mesh_area(m) for m in meshes}
+    areas = {(m.cell or 0, m.class_index): m.area_um2 for m in meshes}
     voxel_um3 = float(np.prod(vs)) / 1e9
     boxes = ndi.find_objects(ids)
     structure = np.ones((3, 3, 3), dtype=bool)

@@ -15,6 +15,9 @@ Coordinates: the label array is (z, y, x); a voxel index (z, y, x) sits at the p
 
 from __future__ import annotations
 
+import itertools
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +44,7 @@ class MeshItem:
     """One organelle class (in one cell, when cells are given) as a closed triangle mesh.
 
     ``vertices`` are float32 (N, 3) in µm with columns X, Y, Z; ``faces`` int32 (M, 3) with
-    outward-facing (counter-clockwise) winding. ``area_um2`` is the surface area of the
+    outward-facing (counter-clockwise) winding. :attr:`area_um2` is the surface area of the
     smoothed surface before decimation, the value :mod:`vemcell.measure` reports.
     """
 
@@ -52,7 +55,16 @@ class MeshItem:
     color: Color
     vertices: np.ndarray
     faces: np.ndarray
-    area_um2: float | None = None
+    #: Area of the surface before decimation; None when it was not decimated (then the area
+    #: of ``vertices``/``faces`` is that value, computed on first use).
+    undecimated_area_um2: float | None = None
+
+    @property
+    def area_um2(self) -> float:
+        """Surface area in µm² of the smoothed surface before decimation."""
+        if self.undecimated_area_um2 is None:
+            self.undecimated_area_um2 = surface_area(self.vertices, self.faces)
+        return self.undecimated_area_um2
 
     @property
     def file_stem(self) -> str:
@@ -347,33 +359,44 @@ def norm_color(color: Any) -> Color:
 #: Layers per zmesh pass: zmesh's vertex welding slows down on surfaces of millions of faces
 #: (its hash map outgrows the CPU caches), so long volumes are meshed in slabs and the slab
 #: seams welded afterwards: the same closed surface, 1.3–1.7× faster on such volumes.
-SLAB = 16
+SLAB = 8
+#: Volumes with fewer voxels than this are meshed in one process (starting workers would cost
+#: more than it saves); larger ones split their slabs over ``workers`` processes.
+PARALLEL_MIN_VOXELS = 8_000_000
+#: Share of the slabs the calling process meshes, relative to each worker's 1: the workers
+#: start late (process start) and finish late (sending their surfaces back), ~30 % of a
+#: 256³ run on two cores.
+FIRST_SHARE = 1.3
 
 
-def _zmesh_surfaces(
-    padded: np.ndarray, voxel_size_nm: tuple[float, float, float], progress: Progress | None
+def default_workers() -> int:
+    """Worker processes for meshing: the CPUs this process may use, at most 8."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
+def _mesh_group(
+    chunk: np.ndarray, first: int, axis: int, voxel_size_nm: tuple[float, float, float]
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Marching-cubes surface of every non-zero id: {id: (vertices in nm, faces)}.
+    """Mesh layers ``first…first+len-1`` (along ``axis``) of the padded volume, slab by slab.
 
-    ``padded`` must have a background border. It is cut along its longest axis into slabs of
-    :data:`SLAB` voxel layers that share their boundary layer; zmesh meshes each slab without
-    closing it, so every marching-cubes cell is meshed exactly once and the vertices on a
-    shared layer come out at identical positions in both slabs, where they are merged.
-    Vertex column ``a`` is array axis ``a`` × voxel size (zmesh's convention).
+    Runs in a worker process as well as in the caller. Vertices are in nm in the whole
+    volume's frame; the seams between this chunk's slabs are already welded.
     """
     import zmesh
 
-    axis = int(np.argmax(padded.shape))
-    n = padded.shape[axis]
-    starts = list(range(0, max(1, n - 1), SLAB))
+    n = chunk.shape[axis]
     res = np.asarray(voxel_size_nm, dtype=np.float32)
     pieces: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     mesher = zmesh.Mesher(voxel_size_nm)
-    for k, a0 in enumerate(starts):
+    for a0 in range(0, max(1, n - 1), SLAB):
         a1 = min(a0 + SLAB, n - 1)
         index = [slice(None)] * 3
         index[axis] = slice(a0, a1 + 1)
-        mesher.mesh(np.ascontiguousarray(padded[tuple(index)]), close=False)
+        mesher.mesh(np.ascontiguousarray(chunk[tuple(index)]), close=False)
         for oid in mesher.ids():
             if oid == 0:
                 continue
@@ -382,44 +405,130 @@ def _zmesh_surfaces(
             if len(m.faces) == 0:
                 continue
             v = np.asarray(m.vertices, dtype=np.float32)
-            v[:, axis] += np.float32(a0 * res[axis])
+            v[:, axis] += np.float32((first + a0) * res[axis])
             pieces.setdefault(int(oid), []).append((v, np.asarray(m.faces)))
-        if progress is not None:
-            progress.update(0.3 * (k + 1) / len(starts), "marching cubes")
     mesher.clear()
+    seams = [2 * (first + a) for a in range(SLAB, n - 1, SLAB)]
+    return {oid: _join(parts, axis, res, seams) for oid, parts in pieces.items()}
+
+
+def _zmesh_surfaces(
+    padded: np.ndarray,
+    voxel_size_nm: tuple[float, float, float],
+    progress: Progress | None,
+    workers: int | None = None,
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Marching-cubes surface of every non-zero id: {id: (vertices in nm, int32 faces)}.
+
+    ``padded`` must have a background border. It is cut along its longest axis into slabs of
+    :data:`SLAB` voxel layers that share their boundary layer; zmesh meshes each slab without
+    closing it, so every marching-cubes cell is meshed exactly once and the vertices on a
+    shared layer come out at identical positions in both slabs, where they are merged. With
+    several workers, each meshes a contiguous run of slabs in its own process (zmesh holds
+    the GIL, so threads would not help) and the runs are welded the same way.
+    Vertex column ``a`` is array axis ``a`` × voxel size (zmesh's convention).
+    """
+    axis = int(np.argmax(padded.shape))
+    n = padded.shape[axis]
+    n_slabs = max(1, -(-(n - 1) // SLAB))
+    if workers is None:
+        workers = default_workers() if padded.size >= PARALLEL_MIN_VOXELS else 1
+    workers = max(1, min(int(workers), n_slabs))
+    # Contiguous runs of whole slabs, one per worker; neighbouring runs share a layer. The
+    # first run, meshed here while the workers start up, gets a larger share (see _run_groups).
+    share = np.cumsum([0.0, FIRST_SHARE] + [1.0] * (workers - 1))
+    starts = np.unique(np.rint(share[:-1] / share[-1] * n_slabs).astype(int))
+    cuts = [int(k) * SLAB for k in starts if k < n_slabs] + [n - 1]
+    workers = len(cuts) - 1
+    chunks = []
+    for a0, a1 in itertools.pairwise(cuts):
+        index = [slice(None)] * 3
+        index[axis] = slice(a0, a1 + 1)
+        chunks.append((padded[tuple(index)], a0))
+    results = _run_groups(chunks, axis, voxel_size_nm, progress)
+    res = np.asarray(voxel_size_nm, dtype=np.float32)
+    seams = [2 * a for a in cuts[1:-1]]
     out = {}
-    for oid, parts in pieces.items():
-        if len(parts) == 1:
-            out[oid] = parts[0]
-            continue
-        offsets = np.cumsum([0] + [len(v) for v, _ in parts])
-        verts = np.concatenate([v for v, _ in parts])
-        faces = np.concatenate(
-            [f.astype(np.int64) + o for (_, f), o in zip(parts, offsets[:-1], strict=True)]
-        )
-        out[oid] = _weld_seams(verts, faces, axis, res)
+    for oid in sorted({k for r in results for k in r}):
+        out[oid] = _join([r.pop(oid) for r in results if oid in r], axis, res, seams)
     return out
 
 
-def _weld_seams(
-    verts: np.ndarray, faces: np.ndarray, axis: int, res: np.ndarray
+def _run_groups(
+    chunks: list[tuple[np.ndarray, int]],
+    axis: int,
+    voxel_size_nm: tuple[float, float, float],
+    progress: Progress | None,
+) -> list[dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """:func:`_mesh_group` on every chunk: the first here, the others in worker processes."""
+    if progress is not None:
+        progress.update(0.0, "marching cubes")
+    results = None
+    if len(chunks) > 1:
+        try:
+            results = _run_in_workers(chunks, axis, voxel_size_nm)
+        except OSError:  # no processes allowed here (sandbox, limits): mesh in this one
+            results = None
+    if results is None:
+        results = [_mesh_group(c, a0, axis, voxel_size_nm) for c, a0 in chunks]
+    if progress is not None:
+        progress.update(0.3, "marching cubes")
+    return results
+
+
+def _run_in_workers(
+    chunks: list[tuple[np.ndarray, int]], axis: int, voxel_size_nm: tuple[float, float, float]
+) -> list[dict[int, tuple[np.ndarray, np.ndarray]]]:
+    """The first chunk here, the others in worker processes started for this call."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    with ProcessPoolExecutor(len(chunks) - 1, mp_context=mp.get_context(method)) as pool:
+        futures = [
+            pool.submit(_mesh_group, np.ascontiguousarray(c), a0, axis, voxel_size_nm)
+            for c, a0 in chunks[1:]
+        ]
+        first = _mesh_group(chunks[0][0], chunks[0][1], axis, voxel_size_nm)
+        return [first] + [f.result() for f in futures]
+
+
+def _join(
+    parts: list[tuple[np.ndarray, np.ndarray]], axis: int, res: np.ndarray, seams: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Merge the duplicate vertices that two slabs made on their shared layer."""
-    # Marching-cubes vertices sit on half-voxel positions, so doubled voxel coordinates are
-    # exact integers; seams lie on layers that are multiples of SLAB.
+    """Concatenate surface pieces and merge the duplicate vertices on their shared layers.
+
+    ``seams`` are the shared layers in doubled voxel units along ``axis``: marching-cubes
+    vertices sit on half-voxel positions, so doubled voxel coordinates are exact integers.
+    Faces come back as int32 (a surface never has 2**31 vertices).
+    """
+    offsets = np.cumsum([0] + [len(v) for v, _ in parts])
+    verts = parts[0][0] if len(parts) == 1 else np.concatenate([v for v, _ in parts])
+    faces = np.empty((sum(len(f) for _, f in parts), 3), dtype=np.int32)
+    row = 0
+    for (_, f), o in zip(parts, offsets[:-1], strict=True):
+        np.add(f, o, out=faces[row : row + len(f)], casting="unsafe")
+        row += len(f)
+    if len(parts) == 1 or not seams:
+        return verts, faces
     along = np.rint(verts[:, axis] * (2.0 / res[axis])).astype(np.int64)
-    on_seam = np.nonzero((along % (2 * SLAB) == 0) & (along > 0))[0]
+    is_seam = np.zeros(max(int(along.max()), max(seams)) + 1, dtype=bool)
+    is_seam[seams] = True
+    on_seam = np.flatnonzero(is_seam[along])
     if len(on_seam) == 0:  # separate pieces in different slabs: nothing to merge
         return verts, faces
     q = np.rint(verts[on_seam] * (2.0 / res)).astype(np.int64)
     dims = q.max(axis=0) + 1
     key = (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    remap = np.arange(len(verts))
+    remap = np.arange(len(verts), dtype=np.int32)
     remap[on_seam] = on_seam[first[inverse.ravel()]]
-    keep = remap == np.arange(len(verts))
-    new_index = np.cumsum(keep) - 1
-    return verts[keep], (new_index[remap])[faces]
+    keep = remap == np.arange(len(verts), dtype=np.int32)
+    new_index = np.cumsum(keep, dtype=np.int32) - 1
+    # The first piece keeps all its vertices, in front, so its faces need no renumbering.
+    n0 = len(parts[0][1])
+    faces[n0:] = np.take(new_index[remap], faces[n0:])
+    return np.compress(keep, verts, axis=0), faces
 
 
 def mesh_labels(
@@ -431,6 +540,7 @@ def mesh_labels(
     smooth: int | None = None,
     decimate: float = DEFAULT_DECIMATE,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> list[MeshItem]:
     """Mesh every wanted class (per cell when ``instances`` is given) as closed surfaces.
 
@@ -453,6 +563,9 @@ def mesh_labels(
         Fraction of faces to remove in [0, 1), or a target face count per mesh when ≥ 1.
     progress : Progress, optional
         Reports the fraction of meshes done within the caller's current stage.
+    workers : int, optional
+        Processes for marching cubes; None uses every available CPU (at most 8) on volumes
+        of :data:`PARALLEL_MIN_VOXELS` or more and one process below that.
 
     Returns
     -------
@@ -478,7 +591,7 @@ def mesh_labels(
     max_cell = int(instances.max()) if instances is not None else 0
 
     res = np.asarray(vs, dtype=np.float64)
-    surfaces = _zmesh_surfaces(np.pad(ids, 1), vs, progress)
+    surfaces = _zmesh_surfaces(np.pad(ids, 1), vs, progress, workers)
     items: list[MeshItem] = []
     for k, oid in enumerate(sorted(surfaces)):
         cell, cls = divmod(oid, stride)
@@ -495,8 +608,9 @@ def mesh_labels(
         del raw
         if smooth > 0:
             verts = smooth_mesh(verts, faces, int(smooth))
-        area = surface_area(verts, faces)
+        area = None  # the final mesh's own area, computed when asked for
         if decimate > 0:
+            area = surface_area(verts, faces)
             verts, faces = decimate_mesh(verts, faces, decimate)
         if instances is not None and cell > 0:
             full = f"{cell_prefix(cell, max_cell)}/{name}"
@@ -511,7 +625,7 @@ def mesh_labels(
                 color=color,
                 vertices=np.ascontiguousarray(verts, dtype=np.float32),
                 faces=np.ascontiguousarray(faces, dtype=np.int32),
-                area_um2=area,
+                undecimated_area_um2=area,
             )
         )
     if progress is not None:

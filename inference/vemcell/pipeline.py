@@ -201,6 +201,7 @@ def run(
                 smooth=opt.smooth,
                 decimate=opt.decimate,
                 progress=prog,
+                workers=opt.threads,
             )
         with timer("measure"), prog.stage("measure", "measuring organelles"):
             rows = measure.measure(

@@ -73,6 +73,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         dest="mesh_format",
         help="format of the per-organelle files (default ply)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes for marching cubes (default: every CPU on volumes of 8 M voxels or more)",
+    )
 
 
 def _classes_from_text(text: str) -> dict[int, str] | None:
@@ -199,6 +205,8 @@ def run(args: argparse.Namespace) -> int:
         raise VemcellError(
             f"--decimate must be a fraction in [0, 1) or a face count ≥ 1, not {args.decimate}."
         )
+    if args.workers is not None and args.workers < 1:
+        raise VemcellError(f"--workers must be 1 or more, not {args.workers}.")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise VemcellError(f"--out '{out}' is a file; give a folder to write the scene into.")
@@ -214,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
             smooth=args.smooth,
             decimate=args.decimate,
             progress=prog,
+            workers=args.workers,
         )
     with prog.stage("measure", "measuring"):
         rows = measure.measure(

@@ -43,7 +43,11 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
         default="none",
         help="denoise before segmenting (bilateral per slice, as in the paper, or 3D median)",
     )
-    p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="onnxruntime threads, and meshing processes in run (default: all cores)",
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
