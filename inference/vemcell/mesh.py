@@ -385,12 +385,13 @@ def norm_color(color: Any) -> Color:
 #: (its hash map outgrows the CPU caches), so long volumes are meshed in slabs and the slab
 #: seams welded afterwards: the same closed surface, 1.3–1.7× faster on such volumes.
 SLAB = 8
-#: Volumes with fewer voxels than this are meshed in one process (starting workers would cost
-#: more than it saves); larger ones split their slabs over ``workers`` processes.
-PARALLEL_MIN_VOXELS = 8_000_000
+#: Volumes with fewer voxels than this are meshed in one process: starting workers and sending
+#: their surfaces back costs more than it saves (on 2 cores: even at 320³, 1.3× faster at 384³,
+#: 1.5× at 512³ with UroCell labels, benchmarks/bench_mesh.py); larger ones split their slabs
+#: over ``workers`` processes.
+PARALLEL_MIN_VOXELS = 48_000_000
 #: Share of the slabs the calling process meshes, relative to each worker's 1: the workers
-#: start late (process start) and finish late (sending their surfaces back), ~30 % of a
-#: 256³ run on two cores.
+#: start late (process start) and finish late (sending their surfaces back).
 FIRST_SHARE = 1.3
 
 

@@ -77,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="processes for marching cubes (default: every CPU on volumes of 8 M voxels or more)",
+        help="processes for marching cubes (default: every CPU on volumes of 48 M voxels or more)",
     )
 
 
