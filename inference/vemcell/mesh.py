@@ -410,12 +410,14 @@ def _mesh_group(
     """Mesh layers ``first…first+len-1`` (along ``axis``) of the padded volume, slab by slab.
 
     Runs in a worker process as well as in the caller. Vertices are in nm in the whole
-    volume's frame; the seams between this chunk's slabs are already welded.
+    volume's frame with columns (X, Y, Z) = array axes (2, 1, 0); the seams between this
+    chunk's slabs are already welded.
     """
     import zmesh
 
     n = chunk.shape[axis]
-    res = np.asarray(voxel_size_nm, dtype=np.float32)
+    col = 2 - axis
+    res = np.asarray(voxel_size_nm, dtype=np.float32)[::-1]
     pieces: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
     mesher = zmesh.Mesher(voxel_size_nm)
     for a0 in range(0, max(1, n - 1), SLAB):
@@ -430,12 +432,14 @@ def _mesh_group(
             mesher.erase(oid)
             if len(m.faces) == 0:
                 continue
-            v = np.asarray(m.vertices, dtype=np.float32)
-            v[:, axis] += np.float32((first + a0) * res[axis])
-            pieces.setdefault(int(oid), []).append((v, np.asarray(m.faces)))
+            # zmesh's columns are the array axes; reversed they are (X, Y, Z), a mirror, so the
+            # winding is reversed too (normals stay outwards). _join copies the faces anyway.
+            v = np.array(m.vertices[:, ::-1], dtype=np.float32)
+            v[:, col] += np.float32((first + a0) * res[col])
+            pieces.setdefault(int(oid), []).append((v, np.asarray(m.faces)[:, ::-1]))
     mesher.clear()
     seams = [2 * (first + a) for a in range(SLAB, n - 1, SLAB)]
-    return {oid: _join(parts, axis, res, seams) for oid, parts in pieces.items()}
+    return {oid: _join(parts, col, res, seams) for oid, parts in pieces.items()}
 
 
 def _zmesh_surfaces(
@@ -452,7 +456,7 @@ def _zmesh_surfaces(
     shared layer come out at identical positions in both slabs, where they are merged. With
     several workers, each meshes a contiguous run of slabs in its own process (zmesh holds
     the GIL, so threads would not help) and the runs are welded the same way.
-    Vertex column ``a`` is array axis ``a`` × voxel size (zmesh's convention).
+    Vertex columns are (X, Y, Z) = array axes (2, 1, 0) × voxel size, faces wound outwards.
     """
     axis = int(np.argmax(padded.shape))
     n = padded.shape[axis]
@@ -472,11 +476,11 @@ def _zmesh_surfaces(
         index[axis] = slice(a0, a1 + 1)
         chunks.append((padded[tuple(index)], a0))
     results = _run_groups(chunks, axis, voxel_size_nm, progress)
-    res = np.asarray(voxel_size_nm, dtype=np.float32)
+    res = np.asarray(voxel_size_nm, dtype=np.float32)[::-1]
     seams = [2 * a for a in cuts[1:-1]]
     out = {}
     for oid in sorted({k for r in results for k in r}):
-        out[oid] = _join([r.pop(oid) for r in results if oid in r], axis, res, seams)
+        out[oid] = _join([r.pop(oid) for r in results if oid in r], 2 - axis, res, seams)
     return out
 
 
@@ -520,12 +524,13 @@ def _run_in_workers(
 
 
 def _join(
-    parts: list[tuple[np.ndarray, np.ndarray]], axis: int, res: np.ndarray, seams: list[int]
+    parts: list[tuple[np.ndarray, np.ndarray]], col: int, res: np.ndarray, seams: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Concatenate surface pieces and merge the duplicate vertices on their shared layers.
 
-    ``seams`` are the shared layers in doubled voxel units along ``axis``: marching-cubes
-    vertices sit on half-voxel positions, so doubled voxel coordinates are exact integers.
+    ``seams`` are the shared layers in doubled voxel units along vertex column ``col``
+    (``res`` is the voxel size per column): marching-cubes vertices sit on half-voxel
+    positions, so doubled voxel coordinates are exact integers.
     Faces come back as int32 (a surface never has 2**31 vertices).
     """
     offsets = np.cumsum([0] + [len(v) for v, _ in parts])
@@ -537,7 +542,7 @@ def _join(
         row += len(f)
     if len(parts) == 1 or not seams:
         return verts, faces
-    along = np.rint(verts[:, axis] * (2.0 / res[axis])).astype(np.int64)
+    along = np.rint(verts[:, col] * (2.0 / res[col])).astype(np.int64)
     is_seam = np.zeros(max(int(along.max()), max(seams)) + 1, dtype=bool)
     is_seam[seams] = True
     on_seam = np.flatnonzero(is_seam[along])
@@ -624,14 +629,10 @@ def mesh_labels(
         name, color = info[cls]
         if progress is not None:
             progress.update(0.3 + 0.7 * k / max(1, len(surfaces)), f"smoothing {name}")
-        raw, faces = surfaces.pop(oid)
-        # (axis0, axis1, axis2) = (Z, Y, X) in nm → (X, Y, Z) in µm, minus the one-voxel pad;
-        # reversing the columns is a mirror, so the winding is reversed too (normals outwards).
-        verts = np.empty_like(raw)
-        for out_col, axis in enumerate((2, 1, 0)):
-            verts[:, out_col] = (raw[:, axis] - np.float32(res[axis])) / np.float32(1000.0)
-        faces = np.ascontiguousarray(faces[:, ::-1], dtype=np.int32)
-        del raw
+        verts, faces = surfaces.pop(oid)
+        # nm → µm, minus the one-voxel pad (columns X, Y, Z)
+        verts -= res[::-1].astype(np.float32)
+        verts /= np.float32(1000.0)
         if smooth > 0:
             verts = smooth_mesh(verts, faces, int(smooth))
         area = None  # the final mesh's own area, computed when asked for
