@@ -533,6 +533,8 @@ def _join(
     positions, so doubled voxel coordinates are exact integers.
     Faces come back as int32 (a surface never has 2**31 vertices).
     """
+    if len(parts) == 1 and parts[0][1].dtype == np.int32 and parts[0][1].flags.c_contiguous:
+        return parts[0]  # already joined (a run meshed in one process)
     offsets = np.cumsum([0] + [len(v) for v, _ in parts])
     verts = parts[0][0] if len(parts) == 1 else np.concatenate([v for v, _ in parts])
     faces = np.empty((sum(len(f) for _, f in parts), 3), dtype=np.int32)
