@@ -117,8 +117,11 @@ class SliceSampler:
     directions : {1, 3}
         1: XY slices only; 3: XY, XZ and YZ slices (the paper's augmentation).
     balance : float
-        Fraction of crops centred near a voxel of a uniformly drawn class.
+        Fraction of crops centred near a voxel of a drawn class.
     n_classes : int
+    class_weights : sequence of float, optional
+        Relative odds of drawing each class for the centred crops (default: uniform over the
+        classes present); e.g. more weight on small organelles shows them more often.
     """
 
     def __init__(
@@ -130,6 +133,7 @@ class SliceSampler:
         n_classes: int = 6,
         max_index: int = 200_000,
         seed: int = 0,
+        class_weights: Sequence[float] | None = None,
     ) -> None:
         if not volumes:
             raise VemcellError("No training volumes were given.")
@@ -147,6 +151,16 @@ class SliceSampler:
                     v.class_voxels[c] = idx
                     present.add(c)
         self.classes = sorted(present)
+        self.class_p = None
+        if class_weights is not None:
+            if len(class_weights) != n_classes or min(class_weights) < 0:
+                raise VemcellError(
+                    f"class weights need {n_classes} non-negative values, got {class_weights}."
+                )
+            w = np.array([float(class_weights[c]) for c in self.classes])
+            if w.sum() <= 0:
+                raise VemcellError("class weights are zero for every class present.")
+            self.class_p = w / w.sum()
         # Volumes too thin to slice along an axis (e.g. 7 serial sections) only give XY crops.
         self._min_side = 16
 
@@ -156,7 +170,7 @@ class SliceSampler:
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One (image, labels) crop of ``crop × crop`` pixels (reflect-padded at borders)."""
         if self.balance > 0 and rng.random() < self.balance:
-            c = int(rng.choice(self.classes))
+            c = int(rng.choice(self.classes, p=self.class_p))
             owners = [i for i, v in enumerate(self.volumes) if c in v.class_voxels]
             v = self.volumes[int(rng.choice(owners))]
             flat = v.class_voxels[c][rng.integers(len(v.class_voxels[c]))]

@@ -29,6 +29,8 @@ class TverskyLoss(nn.Module):
         Optional weight of an added cross-entropy term (0 = pure Tversky, as in the paper).
     ignore_index : int
         Label value excluded from the loss (e.g. unlabelled voxels), or -1 for none.
+    ce_class_weights : sequence of float, optional
+        Per-class weights of the cross-entropy term (rare classes get a larger share).
     """
 
     def __init__(
@@ -39,6 +41,7 @@ class TverskyLoss(nn.Module):
         smooth: float = 1.0,
         ce_weight: float = 0.0,
         ignore_index: int = 255,
+        ce_class_weights=None,
     ) -> None:
         super().__init__()
         if alpha < 0 or beta < 0 or alpha + beta <= 0:
@@ -51,6 +54,8 @@ class TverskyLoss(nn.Module):
             float(ce_weight),
             ignore_index,
         )
+        w = None if ce_class_weights is None else torch.tensor(ce_class_weights, dtype=torch.float)
+        self.register_buffer("ce_class_weights", w)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         n_classes = logits.shape[1]
@@ -67,6 +72,6 @@ class TverskyLoss(nn.Module):
         loss = (1 - ti).clamp_min(0).pow(1.0 / self.gamma).mean()
         if self.ce_weight > 0:
             loss = loss + self.ce_weight * F.cross_entropy(
-                logits, target.long(), ignore_index=self.ignore_index
+                logits, target.long(), weight=self.ce_class_weights, ignore_index=self.ignore_index
             )
         return loss

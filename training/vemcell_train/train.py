@@ -57,7 +57,24 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     val_slices: int = 12
+    # comma-separated per-class weights ("" = none): odds of each class for the balanced crops,
+    # and weights of the cross-entropy term
+    class_draw: str = ""
+    ce_class_weights: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _weights(text: str, n_classes: int, what: str) -> list[float] | None:
+    """Per-class weights from ``"1,1,2"`` ("" = None)."""
+    if not text.strip():
+        return None
+    try:
+        w = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise VemcellError(f"{what}: '{text}' is not a comma-separated list of numbers.") from None
+    if len(w) != n_classes or min(w) < 0:
+        raise VemcellError(f"{what} needs {n_classes} non-negative weights, got '{text}'.")
+    return w
 
 
 def _rng_for(seed: int, epoch: int) -> tuple[np.random.Generator, torch.Generator]:
@@ -176,7 +193,12 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=config.lr_decay)
     loss_fn = TverskyLoss(
-        config.alpha, config.beta, config.gamma, ce_weight=config.ce_weight, ignore_index=IGNORE
+        config.alpha,
+        config.beta,
+        config.gamma,
+        ce_weight=config.ce_weight,
+        ignore_index=IGNORE,
+        ce_class_weights=_weights(config.ce_class_weights, n_classes, "ce_class_weights"),
     )
     history: list[dict] = []
     start_epoch, best = 0, -1.0
@@ -194,7 +216,9 @@ def train(
         if not last_path.exists():
             raise VemcellError(f"Nothing to resume: {last_path} does not exist.")
         ckpt = load_checkpoint(last_path)
+        defaults = asdict(TrainConfig())  # settings added since the checkpoint was written
         old = {k: v for k, v in ckpt["config"].items() if k not in ("epochs", "threads")}
+        old = {k: old.get(k, defaults[k]) for k in defaults if k not in ("epochs", "threads")}
         new = {k: v for k, v in asdict(config).items() if k not in ("epochs", "threads")}
         if old != new:
             diff = sorted(k for k in new if old.get(k) != new[k])
@@ -209,7 +233,13 @@ def train(
         log(f"resuming {last_path} after epoch {start_epoch}")
     crop = round(config.tile * 1.5 / 16) * 16 if config.augment else config.tile
     sampler = SliceSampler(
-        train_volumes, crop, config.directions, config.balance, n_classes, seed=config.seed
+        train_volumes,
+        crop,
+        config.directions,
+        config.balance,
+        n_classes,
+        seed=config.seed,
+        class_weights=_weights(config.class_draw, n_classes, "class_draw"),
     )
     augment = Augment() if config.augment else None
     planes = _val_planes(val_volumes or [], config.val_slices, config.directions)

@@ -1,0 +1,83 @@
+"""Recovering trainable weights from an exported ONNX model, and the class-weighting options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from vemcell.errors import VemcellError  # noqa: E402
+from vemcell_train.data import SliceSampler, VolumePair  # noqa: E402
+from vemcell_train.export import export_onnx  # noqa: E402
+from vemcell_train.losses import TverskyLoss  # noqa: E402
+from vemcell_train.model import AttentionUNet  # noqa: E402
+from vemcell_train.onnx_weights import checkpoint_from_onnx, recover_network  # noqa: E402
+from vemcell_train.train import load_checkpoint  # noqa: E402
+
+ARCH = {"n_classes": 3, "base": 4, "depth": 2, "dropout": 0.1, "in_channels": 1}
+
+
+def _trained_looking_net() -> AttentionUNet:
+    """A tiny network whose batch norms are far from identity (so folding changes weights)."""
+    torch.manual_seed(0)
+    net = AttentionUNet(**ARCH)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.3)
+                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+    return net.eval()
+
+
+def test_weights_recovered_from_onnx_give_the_same_outputs(tmp_path: Path) -> None:
+    net = _trained_looking_net()
+    path = export_onnx(net, tmp_path / "tiny.onnx", example_size=32)
+    rng = np.random.default_rng(0)
+    calib = rng.random((6, 32, 48), dtype=np.float32)
+    back = recover_network(path, ARCH, calib)
+    x = torch.from_numpy(rng.random((2, 1, 48, 64), dtype=np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), net(x), rtol=1e-4, atol=1e-4)
+    # batch norms now hold the statistics of their inputs, so training mode is close too
+    bn = back.down[0][1]
+    with torch.no_grad():
+        z = back.down[0][0](torch.from_numpy(calib[:, None]))
+    torch.testing.assert_close(bn.running_mean, z.mean((0, 2, 3)), rtol=1e-3, atol=1e-4)
+    with pytest.raises(VemcellError, match=r"shape|convolutions"):
+        recover_network(path, {**ARCH, "base": 8})
+
+    # as a checkpoint that --init accepts, with the card next to the ONNX file
+    card = {"name": "tiny", "classes": [{"name": n} for n in ("bg", "a", "b")]}
+    card.update({"onnx": "tiny.onnx", "architecture": ARCH, "format": "vemcell-model-card/1"})
+    path.with_suffix(".json").write_text(json.dumps(card), encoding="utf-8")
+    ckpt = checkpoint_from_onnx(path, tmp_path / "tiny.pt")
+    assert ckpt["max_abs_diff"] < 1e-4
+    assert load_checkpoint(tmp_path / "tiny.pt")["arch"] == ARCH
+
+
+def test_class_draw_and_cross_entropy_class_weights() -> None:
+    labels = np.zeros((16, 40, 40), np.uint8)
+    labels[:, 5:15, 5:15] = 1
+    labels[8, 30, 30] = 2  # a single voxel of a rare class
+    v = VolumePair(np.zeros(labels.shape, np.float32), labels, "v")
+    rng = np.random.default_rng(0)
+    only_rare = SliceSampler([v], 16, 1, 1.0, 3, class_weights=[0, 0, 1])
+    assert all((lab == 2).any() for lab in only_rare.batch(rng, 10)[1])
+    with pytest.raises(VemcellError, match="3 non-negative"):
+        SliceSampler([v], 16, 1, 1.0, 3, class_weights=[1, 1])
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, 0, 0] = 1
+    logits = torch.zeros(1, 2, 4, 4)
+    logits[:, 0] = 2.0  # every pixel called class 0: the rare class-1 pixel is the costly miss
+    plain = TverskyLoss(ce_weight=1.0)(logits, target)
+    weighted = TverskyLoss(ce_weight=1.0, ce_class_weights=[1.0, 10.0])(logits, target)
+    assert weighted > plain + 0.5
