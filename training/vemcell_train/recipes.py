@@ -254,7 +254,8 @@ def score_plastid(model: Path, out_dir: Path, data_dir: Path = PLASTID_DATA) -> 
         f"{image.shape[1]} × {image.shape[2]} at 40 × 10 × 10 nm; plastid = instance > 0",
         "method": "vemcell evaluate (vemcell.segment.segment, 1 direction, median 3), IoU per "
         "class against the labels at 10 nm",
-        "reproduce": f"python -m vemcell_train.recipes score-plastid OUT --model {model.name}",
+        "reproduce": "python -m vemcell_train.recipes score-plastid OUT "
+        f"--model models/{model.name}",
         "iou": reports["held_out"]["iou"],
         "mean_iou": reports["held_out"]["mean_iou"],
         "seconds": reports["held_out"]["seconds"],
