@@ -506,21 +506,44 @@ def _run_groups(
     return results
 
 
+#: The chunks of the call in progress, read by forked workers from the memory they inherit
+#: (so a 512³ id volume is not pickled through a pipe); empty between calls.
+_FORKED_CHUNKS: list[tuple[np.ndarray, int]] = []
+
+
+def _mesh_forked_chunk(
+    k: int, axis: int, voxel_size_nm: tuple[float, float, float]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    chunk, a0 = _FORKED_CHUNKS[k]
+    return _mesh_group(chunk, a0, axis, voxel_size_nm)
+
+
 def _run_in_workers(
     chunks: list[tuple[np.ndarray, int]], axis: int, voxel_size_nm: tuple[float, float, float]
 ) -> list[dict[int, tuple[np.ndarray, np.ndarray]]]:
-    """The first chunk here, the others in worker processes started for this call."""
+    """The first chunk here, the others in worker processes started for this call.
+
+    On Linux the workers are forked and read their chunk from inherited memory; elsewhere
+    they are spawned and the chunk is sent to them.
+    """
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    with ProcessPoolExecutor(len(chunks) - 1, mp_context=mp.get_context(method)) as pool:
-        futures = [
-            pool.submit(_mesh_group, np.ascontiguousarray(c), a0, axis, voxel_size_nm)
-            for c, a0 in chunks[1:]
-        ]
-        first = _mesh_group(chunks[0][0], chunks[0][1], axis, voxel_size_nm)
-        return [first] + [f.result() for f in futures]
+    fork = sys.platform.startswith("linux")
+    ctx = mp.get_context("fork" if fork else "spawn")
+    _FORKED_CHUNKS[:] = chunks if fork else []
+    try:
+        with ProcessPoolExecutor(len(chunks) - 1, mp_context=ctx) as pool:
+            futures = [
+                pool.submit(_mesh_forked_chunk, k, axis, voxel_size_nm)
+                if fork
+                else pool.submit(_mesh_group, np.ascontiguousarray(c), a0, axis, voxel_size_nm)
+                for k, (c, a0) in enumerate(chunks[1:], start=1)
+            ]
+            first = _mesh_group(chunks[0][0], chunks[0][1], axis, voxel_size_nm)
+            return [first] + [f.result() for f in futures]
+    finally:
+        _FORKED_CHUNKS.clear()
 
 
 def _join(
