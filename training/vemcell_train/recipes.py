@@ -250,7 +250,8 @@ def score_plastid(model: Path, out_dir: Path, data_dir: Path = PLASTID_DATA) -> 
         print(f"{key}: {json.dumps(reports[key]['iou'])}", file=sys.stderr)
     z0, z1 = PLASTID_HELD_OUT
     summary = {
-        "data": f"plant_leaf_sem sections {z0}–{z1 - 1} (never used in training), "
+        "data": f"plant_leaf_sem sections {z0}–{z1 - 1} (never trained on, but the training "
+        "picked its best checkpoints by IoU on them), "
         f"{image.shape[1]} × {image.shape[2]} at 40 × 10 × 10 nm; plastid = instance > 0",
         "method": "vemcell evaluate (vemcell.segment.segment, 1 direction, median 3), IoU per "
         "class against the labels at 10 nm",
