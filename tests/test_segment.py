@@ -190,3 +190,21 @@ def test_resample_shapes_and_labels_stay_labels():
     assert set(np.unique(up)) == {0, 4}
     back = preprocess.resize(up, arr.shape, order=0)
     np.testing.assert_array_equal(back, arr)
+
+
+def test_labels_mapped_back_by_coverage_follow_the_fine_boundary():
+    """A disc labelled on a 4× coarser grid comes back closer to the fine disc than blocks do."""
+    yy, xx = np.mgrid[:240, :240]
+    fine = np.zeros((4, 240, 240), np.uint8)
+    fine[:, (yy - 120) ** 2 + (xx - 110) ** 2 < 70**2] = 1
+    fine[:, (yy - 120) ** 2 + (xx - 150) ** 2 < 25**2] = 2  # a touching second class
+    coarse = preprocess.resize(fine, (4, 60, 60), order=0)
+    smooth = preprocess.resize_labels(coarse, fine.shape)
+    blocks = preprocess.resize(coarse, fine.shape, order=0)
+    assert smooth.dtype == np.uint8 and smooth.shape == fine.shape
+    assert set(np.unique(smooth)) == {0, 1, 2}
+    for c in (1, 2):
+        iou_smooth = ((smooth == c) & (fine == c)).sum() / ((smooth == c) | (fine == c)).sum()
+        iou_blocks = ((blocks == c) & (fine == c)).sum() / ((blocks == c) | (fine == c)).sum()
+        assert iou_smooth > iou_blocks
+    assert preprocess.resize_labels(fine, fine.shape) is fine  # nothing to do

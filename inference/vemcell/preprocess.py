@@ -99,6 +99,30 @@ def resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
     return out
 
 
+def resize_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Resize a label volume to ``shape``, each voxel taking the class that covers it most.
+
+    Each class's indicator is interpolated linearly and the largest wins, so class boundaries
+    come out as smooth as the coarse grid allows instead of nearest-neighbour blocks (when
+    a 20 nm model labels 5 nm data, say). Memory: three bytes per output voxel.
+    """
+    shape = tuple(int(s) for s in shape)
+    labels = np.asarray(labels)
+    if tuple(labels.shape) == shape:
+        return labels
+    present = np.flatnonzero(np.bincount(labels.ravel()))
+    if len(present) <= 1 or labels.dtype.kind not in "ub" or labels.max() > 255:
+        return resize(labels, shape, order=0)
+    out = np.full(shape, present[0], dtype=labels.dtype)
+    best = resize(np.where(labels == present[0], 255, 0).astype(np.uint8), shape, order=1)
+    for c in present[1:]:
+        cover = resize(np.where(labels == c, 255, 0).astype(np.uint8), shape, order=1)
+        wins = cover > best
+        out[wins] = c
+        np.maximum(best, cover, out=best)
+    return out
+
+
 def resample(
     arr: np.ndarray,
     voxel_size_nm: Sequence[float],

@@ -340,7 +340,7 @@ def segment(
         segmenter=seg,
     )
     working_shape = tuple(int(s) for s in labels.shape)
-    labels = preprocess.resize(labels, volume.shape, order=0)
+    labels = preprocess.resize_labels(labels, volume.shape)
     return SegmentResult(
         labels=labels,
         working_voxel_nm=work_voxel,
