@@ -1,4 +1,4 @@
-"""Recovering trainable weights from an exported ONNX model, and the class-weighting options."""
+"""Recovering trainable weights from an ONNX model; options for rare classes."""
 
 from __future__ import annotations
 
@@ -81,3 +81,26 @@ def test_class_draw_and_cross_entropy_class_weights() -> None:
     plain = TverskyLoss(ce_weight=1.0)(logits, target)
     weighted = TverskyLoss(ce_weight=1.0, ce_class_weights=[1.0, 10.0])(logits, target)
     assert weighted > plain + 0.5
+
+
+def test_class_offsets_are_tuned_on_fused_directions_and_folded_into_the_bias() -> None:
+    from vemcell_train.class_bias import apply_offsets, direction_logits, tune_offsets
+
+    torch.manual_seed(0)
+    net = AttentionUNet(**ARCH).eval()
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, (16, 32, 32)).astype(np.uint8)
+    v = VolumePair(rng.random(labels.shape, dtype=np.float32), labels, "v")
+    zs = np.array([3, 9])
+    lg = direction_logits(net, v, zs)
+    assert lg.shape == (3, 3, 2, 32, 32)
+    with torch.no_grad():  # the XY pass at z = 9 is the network on that slice
+        ref = net(torch.from_numpy(v.image[9])[None, None])[0].numpy()
+    np.testing.assert_allclose(lg[0, :, 1], ref, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # the XZ pass, read back at z = 3, y = 5
+        xz = net(torch.from_numpy(v.image[:, 5].copy())[None, None])[0].numpy()
+    np.testing.assert_allclose(lg[1, :, 0, 5], xz[:, 3], rtol=1e-4, atol=1e-5)
+    offsets, iou = tune_offsets([(lg, labels[zs])], 3, [2], grid=(0.0, 1.0, 5.0))
+    assert set(offsets) == {2} and np.nanmean(iou["after"]) >= np.nanmean(iou["before"])
+    state = apply_offsets(net.state_dict(), {2: 1.5})
+    assert float(state["head.bias"][2] - net.state_dict()["head.bias"][2]) == pytest.approx(1.5)
