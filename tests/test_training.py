@@ -258,3 +258,19 @@ def test_crossval_writes_the_table_in_the_papers_layout(tmp_path: Path) -> None:
     assert (out / "crossval.csv").exists() and (out / "crossval.png").stat().st_size > 0
     results = json.loads((out / "crossval.json").read_text())
     assert {r["fold"] for r in results} == {1, 2} and len(results) == 4
+
+
+def test_train_cli_rejects_class_weights_of_the_wrong_length(tmp_path: Path, capsys) -> None:
+    image, labels = blobs(0)
+    write_tiff(tmp_path / "img.tif", image, (20.0, 20.0, 20.0))
+    write_tiff(tmp_path / "lab.tif", labels, (20.0, 20.0, 20.0))
+    (tmp_path / "classes.json").write_text(json.dumps(["bg", "blob", "dot"]))
+    args = ["train", "--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif")]
+    args += ["--classes", str(tmp_path / "classes.json"), "--out", str(tmp_path / "run")]
+    rc = main([*args, "--class-draw", "1,3", "--progress", "none"])
+    assert rc == 2
+    assert "--class-draw needs 3 non-negative weights" in capsys.readouterr().err
+    rc = main([*args, "--ce-class-weights", "1,x,2", "--progress", "none"])
+    assert rc == 2
+    assert "not a comma-separated list of numbers" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # rejected before anything was written

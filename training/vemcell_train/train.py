@@ -64,7 +64,7 @@ class TrainConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _weights(text: str, n_classes: int, what: str) -> list[float] | None:
+def parse_class_weights(text: str, n_classes: int, what: str) -> list[float] | None:
     """Per-class weights from ``"1,1,2"`` ("" = None)."""
     if not text.strip():
         return None
@@ -198,7 +198,9 @@ def train(
         config.gamma,
         ce_weight=config.ce_weight,
         ignore_index=IGNORE,
-        ce_class_weights=_weights(config.ce_class_weights, n_classes, "ce_class_weights"),
+        ce_class_weights=parse_class_weights(
+            config.ce_class_weights, n_classes, "ce_class_weights"
+        ),
     )
     history: list[dict] = []
     start_epoch, best = 0, -1.0
@@ -239,7 +241,7 @@ def train(
         config.balance,
         n_classes,
         seed=config.seed,
-        class_weights=_weights(config.class_draw, n_classes, "class_draw"),
+        class_weights=parse_class_weights(config.class_draw, n_classes, "class_draw"),
     )
     augment = Augment() if config.augment else None
     planes = _val_planes(val_volumes or [], config.val_slices, config.directions)

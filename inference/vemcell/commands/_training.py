@@ -120,6 +120,19 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         default=0.5,
         help="fraction of tiles centred on a voxel of a uniformly drawn class",
     )
+    h.add_argument(
+        "--class-draw",
+        default="",
+        metavar="W,W,...",
+        help="odds, one per class, of which class a balanced tile is centred on (default: "
+        "uniform); more weight on a rare organelle shows it more often",
+    )
+    h.add_argument(
+        "--ce-class-weights",
+        default="",
+        metavar="W,W,...",
+        help="weights, one per class, of the cross-entropy term (with --ce-weight > 0)",
+    )
     h.add_argument("--no-augment", action="store_true", help="no rotation/scale/intensity jitter")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -171,10 +184,18 @@ def build_config(args: argparse.Namespace, train_mod: ModuleType) -> Any:
         ce_weight=args.ce_weight,
         directions=args.directions,
         balance=args.balance,
+        class_draw=args.class_draw,
+        ce_class_weights=args.ce_class_weights,
         augment=not args.no_augment,
         seed=args.seed,
         threads=args.threads,
     )
+
+
+def check_class_weights(config: Any, n_classes: int, train_mod: ModuleType) -> None:
+    """Reject --class-draw / --ce-class-weights lists of the wrong length before any data loads."""
+    train_mod.parse_class_weights(config.class_draw, n_classes, "--class-draw")
+    train_mod.parse_class_weights(config.ce_class_weights, n_classes, "--ce-class-weights")
 
 
 def load_volumes(

@@ -16,6 +16,7 @@ from typing import Any
 from vemcell.commands._training import (
     add_training_arguments,
     build_config,
+    check_class_weights,
     load_classes,
     load_volumes,
     require_training,
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         raise VemcellError(f"--stage-names must name all {n} volumes.")
     config = build_config(args, train_mod)
     fields = load_classes(args.classes)
+    check_class_weights(config, len(fields["classes"]), train_mod)
     card = {
         "name": fields.get("name", "crossval"),
         "classes": fields["classes"],

@@ -9,6 +9,7 @@ from pathlib import Path
 from vemcell.commands._training import (
     add_training_arguments,
     build_config,
+    check_class_weights,
     load_classes,
     load_volumes,
     require_training,
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         )
     config = build_config(args, train_mod)
     fields = load_classes(args.classes)
+    check_class_weights(config, len(fields["classes"]), train_mod)
     card = {
         "name": args.name or fields.get("name") or out.resolve().name,
         "title": fields.get("title", ""),
