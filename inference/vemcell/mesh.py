@@ -15,6 +15,7 @@ Coordinates: the label array is (z, y, x); a voxel index (z, y, x) sits at the p
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import sys
@@ -469,7 +470,6 @@ def _zmesh_surfaces(
     share = np.cumsum([0.0, FIRST_SHARE] + [1.0] * (workers - 1))
     starts = np.unique(np.rint(share[:-1] / share[-1] * n_slabs).astype(int))
     cuts = [int(k) * SLAB for k in starts if k < n_slabs] + [n - 1]
-    workers = len(cuts) - 1
     chunks = []
     for a0, a1 in itertools.pairwise(cuts):
         index = [slice(None)] * 3
@@ -495,10 +495,9 @@ def _run_groups(
         progress.update(0.0, "marching cubes")
     results = None
     if len(chunks) > 1:
-        try:
+        # no processes allowed here (sandbox, limits): mesh in this one
+        with contextlib.suppress(OSError):
             results = _run_in_workers(chunks, axis, voxel_size_nm)
-        except OSError:  # no processes allowed here (sandbox, limits): mesh in this one
-            results = None
     if results is None:
         results = [_mesh_group(c, a0, axis, voxel_size_nm) for c, a0 in chunks]
     if progress is not None:

@@ -110,12 +110,14 @@ def resize_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     labels = np.asarray(labels)
     if tuple(labels.shape) == shape:
         return labels
+    if labels.dtype.kind not in "ub":
+        return resize(labels, shape, order=0)
     present = np.flatnonzero(np.bincount(labels.ravel()))
-    if len(present) <= 1 or labels.dtype.kind not in "ub" or labels.max() > 255:
+    if len(present) <= 1 or present[-1] > 255:
         return resize(labels, shape, order=0)
     out = np.full(shape, present[0], dtype=labels.dtype)
-    best = resize(np.where(labels == present[0], 255, 0).astype(np.uint8), shape, order=1)
-    for c in present[1:]:
+    best = np.zeros(shape, dtype=np.uint8)
+    for c in present:
         cover = resize(np.where(labels == c, 255, 0).astype(np.uint8), shape, order=1)
         wins = cover > best
         out[wins] = c
