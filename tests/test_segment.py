@@ -111,6 +111,44 @@ def test_majority_filter_is_binary_median():
     np.testing.assert_array_equal(ours, ref)
 
 
+def test_majority_filter_box_skips_thick_axes():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(6)
+    labels = (rng.random((5, 13, 14)) < 0.4).astype(np.uint8)
+    ours = segment.majority_filter(labels, (1, 3, 3), 2)
+    ref = np.stack([ndimage.median_filter(s, size=3, mode="nearest") for s in labels])
+    np.testing.assert_array_equal(ours, ref)
+    assert segment.median_box(3, (50.0, 4.6, 4.6)) == (1, 3, 3)
+    assert segment.median_box(3, (20.0, 10.0, 10.0)) == (3, 3, 3)
+    with pytest.raises(VemcellError, match="3 sizes"):
+        segment.majority_filter(labels, (3, 3), 2)
+
+
+def test_one_direction_keeps_thick_sections(tmp_path):
+    """Serial sections thicker than the model's voxel are segmented as they are, not interpolated.
+
+    A structure present in one 50 nm section only survives: no made-up in-between slices and
+    no vote across sections erase it.
+    """
+    card = load_card(
+        make_band_model(tmp_path, voxel_size_nm=10.0, normalisation={"method": "scale"})
+    )
+    img, truth = banded_volume((6, 80, 80))
+    img[:], truth[:] = 0.1, 0
+    img[3, 20:60, 20:60], truth[3, 20:60, 20:60] = 0.9, 2
+    vol = Volume(
+        data=(img * 255).astype(np.uint8), voxel_size_nm=(50.0, 10.0, 10.0), voxel_size_source="x"
+    )
+    result = segment.segment(vol, card, directions=1, median=3, threads=1)
+    assert result.working_voxel_nm == (50.0, 10.0, 10.0)
+    assert result.working_shape == (6, 80, 80)
+    # only the square's 4 corners fall to the in-plane 3 × 3 vote
+    assert (result.labels != truth).sum() == 4
+    iso = segment.segment(vol, card, directions=3, median=3, threads=1)
+    assert iso.working_voxel_nm == (10.0, 10.0, 10.0)
+
+
 def test_volume_smaller_than_model_needs(band_card):
     with pytest.raises(VemcellError, match="smaller than the model needs"):
         segment.segment_volume(np.zeros((8, 40, 40), np.float32), band_card, directions=3)

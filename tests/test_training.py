@@ -274,3 +274,12 @@ def test_train_cli_rejects_class_weights_of_the_wrong_length(tmp_path: Path, cap
     assert rc == 2
     assert "not a comma-separated list of numbers" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # rejected before anything was written
+
+
+def test_validation_planes_are_never_repeated() -> None:
+    from vemcell_train.train import _val_planes
+
+    one = VolumePair(np.zeros((1, 32, 32), np.float32), np.zeros((1, 32, 32), np.uint8))
+    assert _val_planes([one], 12, 1) == [(0, 0, 0)]
+    five = VolumePair(np.zeros((5, 32, 32), np.float32), np.zeros((5, 32, 32), np.uint8))
+    assert _val_planes([five], 12, 1) == [(0, 0, i) for i in range(5)]

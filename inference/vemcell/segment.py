@@ -9,6 +9,7 @@ state.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -166,24 +167,40 @@ class Segmenter:
         return acc[:, :, :h, :w]
 
 
-def majority_filter(labels: np.ndarray, size: int, n_classes: int) -> np.ndarray:
+def majority_filter(labels: np.ndarray, size: int | Sequence[int], n_classes: int) -> np.ndarray:
     """The 3D median filter of a label volume: the median of each class's indicator.
 
-    A class's indicator has median 1 exactly where it holds more than half of the ``size``³
-    window, so this is a per-voxel majority vote; voxels with no majority keep their label.
-    Box sums are separable, which makes this far faster than a rank filter.
+    A class's indicator has median 1 exactly where it holds more than half of the window
+    (``size``³, or a (Z, Y, X) box), so this is a per-voxel majority vote; voxels with no
+    majority keep their label. Box sums are separable, which makes this far faster than a rank
+    filter.
     """
-    if size <= 1:
+    sizes = (size,) * 3 if np.isscalar(size) else tuple(size)
+    if len(sizes) != 3 or min(sizes) < 1:
+        raise VemcellError(f"The median filter needs 3 sizes of at least 1, not {size}.")
+    sizes = tuple(int(n) for n in sizes)
+    if max(sizes) <= 1:
         return labels
     out = labels.copy()
-    need = (size**3) // 2 + 1
-    ones = np.ones(size, dtype=np.uint16)
+    need = math.prod(sizes) // 2 + 1
     for c in range(n_classes):
         ind = (labels == c).astype(np.uint16)
-        for ax in range(3):
-            ind = ndimage.correlate1d(ind, ones, axis=ax, mode="nearest", output=np.uint16)
+        for ax, n in enumerate(sizes):
+            if n > 1:
+                ones = np.ones(n, dtype=np.uint16)
+                ind = ndimage.correlate1d(ind, ones, axis=ax, mode="nearest", output=np.uint16)
         out[ind >= need] = c
     return out
+
+
+def median_box(size: int, voxel_nm: Sequence[float]) -> tuple[int, int, int]:
+    """The majority-filter box for ``size`` on a grid: 1 along axes over 2× the finest voxel.
+
+    On thick serial sections (50 nm between 5 nm pixels, say) a 3-section vote would erase
+    every structure thinner than the sections.
+    """
+    finest = min(float(v) for v in voxel_nm)
+    return tuple(int(size) if float(v) <= 2 * finest else 1 for v in voxel_nm)  # type: ignore[return-value]
 
 
 def _direction_slices(image: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
@@ -221,8 +238,11 @@ def segment_volume(
     batch_slices: int = 16,
     progress: Progress | None = None,
     segmenter: Segmenter | None = None,
+    voxel_nm: Sequence[float] | None = None,
 ) -> np.ndarray:
-    """Label an isotropic, normalised (Z, Y, X) float volume with the model of ``card``.
+    """Label a normalised (Z, Y, X) float volume with the model of ``card``.
+
+    The volume must be isotropic for 3 directions; with 1 direction Z may be coarser.
 
     Parameters
     ----------
@@ -230,6 +250,7 @@ def segment_volume(
         1 predicts XY slices only; 3 predicts XY, XZ and YZ and fuses them (the paper).
     median : int
         Size of the 3D median (majority) filter applied after fusion; 0 or 1 disables it.
+        With ``voxel_nm``, axes over twice the finest voxel are not filtered (:func:`median_box`).
     fuse : {"mean", "max"}
         Average the three directions' probabilities, or keep each class's highest probability
         (the paper's literal rule).
@@ -283,9 +304,10 @@ def segment_volume(
             labels[z0 : z0 + step] = acc[:, z0 : z0 + step].argmax(axis=0)
         del acc
     if median > 1:
+        box = median_box(median, voxel_nm) if voxel_nm is not None else (median,) * 3
         if progress:
-            progress.update(0.99, f"median filter ({median}³)")
-        labels = majority_filter(labels, median, c)
+            progress.update(0.99, f"median filter ({' × '.join(map(str, box))})")
+        labels = majority_filter(labels, box, c)
     return labels
 
 
@@ -301,18 +323,24 @@ class SegmentResult:
 
 
 def prepare(
-    volume: Volume, card: ModelCard, denoise: str = "none"
+    volume: Volume, card: ModelCard, denoise: str = "none", directions: int = 3
 ) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Normalise as the card says and resample to the model's isotropic voxel size."""
+    """Normalise as the card says and resample to the model's voxel size.
+
+    3 directions need isotropic voxels. With 1 direction a Z step coarser than the model's
+    voxel is kept (thick serial sections are not interpolated into made-up slices, as in
+    training); a finer one is resampled to the model's voxel.
+    """
     arr = volume.array()
     norm = card.normalisation
     arr = preprocess.normalise(
         arr, norm.get("method", "auto"), norm.get("low", 0.5), norm.get("high", 99.5)
     )
     arr = preprocess.denoise(arr, denoise)
-    target = card.voxel_size_nm or min(volume.voxel_size_nm)
+    t = float(card.voxel_size_nm or min(volume.voxel_size_nm))
+    target = (max(t, float(volume.voxel_size_nm[0])) if directions == 1 else t, t, t)
     arr = preprocess.resample(arr, volume.voxel_size_nm, target, order=1)
-    return arr, (float(target),) * 3  # type: ignore[return-value]
+    return arr, target
 
 
 def segment(
@@ -329,7 +357,7 @@ def segment(
 ) -> SegmentResult:
     """The whole organelle segmentation of a volume: preprocess, predict, map labels back."""
     seg = segmenter or Segmenter(card, threads=threads)
-    work, work_voxel = prepare(volume, card, denoise)
+    work, work_voxel = prepare(volume, card, denoise, directions)
     labels = segment_volume(
         work,
         card,
@@ -338,6 +366,7 @@ def segment(
         fuse=fuse,
         progress=progress,
         segmenter=seg,
+        voxel_nm=work_voxel,
     )
     working_shape = tuple(int(s) for s in labels.shape)
     labels = preprocess.resize_labels(labels, volume.shape)

@@ -9,6 +9,11 @@ seeds again), at 20 nm isotropic voxels, with the ``/255`` normalisation of the 
 40 nm in the plane (the sections' own thickness, so nothing is interpolated between sections),
 where the U-Net's ~140-pixel receptive field spans ~5.6 µm, enough to tell chloroplasts from the
 equally dark cell walls and junctions around them.
+
+``vnc5`` trains the 5-class model (cytoplasm, membrane, glia / extracellular space,
+mitochondrion, synapse) on the 14 labelled ssTEM sections of ``vnc_sstem`` (50 × 4.6 × 4.6 nm):
+sections 0–9 train, section 10 picks the checkpoints and 11–13 are never seen before scoring. It
+works at 9.2 nm in the plane (2× the data's pixel), where a 256² tile spans 2.4 µm of neuropil.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from vemcell import synth
+from vemcell.errors import VemcellError
 from vemcell_train.data import VolumePair, prepare_pair
 from vemcell_train.train import TrainConfig, train
 
@@ -38,15 +44,37 @@ PLASTID_HELD_OUT = (5, 7)  # sections [5, 7) validate and score
 # The crop of the held-out sections that tests/ scores (Z, Y, X ranges at 10 nm in the plane).
 PLASTID_TEST_CROP = ((5, 7), (1200, 2224), (1600, 2624))
 
+VNC_VOXEL_NM = 9.2
+VNC_NORMALISATION = {"method": "percentile", "low": 0.5, "high": 99.5}
+VNC_DATA = PLASTID_DATA.parent / "vnc_sstem"
+VNC_CLASSES = ("cytoplasm", "membrane", "glia-extracellular", "mitochondrion", "synapse")
+VNC_COLORS = {
+    "membrane": (0.85, 0.80, 0.65, 1.0),
+    "glia-extracellular": (0.35, 0.55, 0.90, 0.6),
+    "synapse": (0.90, 0.20, 0.55, 1.0),
+}
+VNC_TRAIN = (0, 10)  # sections [0, 10) train
+VNC_CHECKPOINTS = (10, 11)  # section 10 picks the best checkpoint
+VNC_HELD_OUT = (11, 14)  # sections [11, 14) are only scored
 
-def _card(name: str, title: str, class_names, normalisation: dict, voxel_nm: float, data: str):
-    """Card fields known before training; colours are the synthetic model's for each class."""
-    colors = dict(zip(synth.CLASS_NAMES, synth.CLASS_COLORS, strict=True))
+
+def _card(
+    name: str,
+    title: str,
+    class_names,
+    normalisation: dict,
+    voxel_nm: float,
+    data: str,
+    background_class: int = 0,
+    colors: dict | None = None,
+):
+    """Card fields known before training; colours are the synthetic model's where it has one."""
+    colors = {**dict(zip(synth.CLASS_NAMES, synth.CLASS_COLORS, strict=True)), **(colors or {})}
     return {
         "name": name,
         "title": title,
         "classes": [{"name": n, "color": list(colors[n])} for n in class_names],
-        "background_class": 0,
+        "background_class": background_class,
         "normalisation": normalisation,
         "voxel_size_nm": voxel_nm,
         "tile": 256,
@@ -76,6 +104,26 @@ def plastid_card() -> dict:
         PLASTID_VOXEL_NM,
         "Training data: WSU PlantBio ML example data (MIT-licensed repository), "
         "plant_leaf_sem sections 0-4.",
+    )
+
+
+def vnc_card() -> dict:
+    """The card fields of the VNC ssTEM model known before training.
+
+    Membrane is its background class: cells split along membranes, and every other class
+    (neurite cytoplasm, glia, mitochondria, synapses) gets meshes.
+    """
+    return _card(
+        "vnc5",
+        "Neural tissue in serial-section TEM: cytoplasm, membrane, glia, mitochondrion, synapse",
+        VNC_CLASSES,
+        VNC_NORMALISATION,
+        VNC_VOXEL_NM,
+        "Training data: Gerhard, Funke, Martel, Cardona, Fetter (2013), 'Segmented anisotropic "
+        "ssTEM dataset of neural tissue', figshare, CC-BY-NC-SA 3.0 (non-commercial use, cite "
+        "it); vnc_sstem sections 0-10.",
+        background_class=1,
+        colors=VNC_COLORS,
     )
 
 
@@ -171,6 +219,66 @@ def cmerolae6(
     )
 
 
+def vnc_sections(data_dir: Path, z: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Sections ``z[0]:z[1]`` of vnc_sstem: image, class labels (0–4) and voxel size."""
+    from vemcell.io import read_volume
+
+    vol = read_volume(data_dir / "image.tif")
+    lab = read_volume(data_dir / "labels.tif", kind="labels").array()
+    image = np.ascontiguousarray(vol.array()[z[0] : z[1]])
+    return image, np.ascontiguousarray(lab[z[0] : z[1]]), tuple(vol.voxel_size_nm)
+
+
+def sections_pair(sections, normalisation: dict, voxel_nm: float, n_classes: int, name: str):
+    """Serial sections prepared as inference prepares them (resampled in the plane, XY only)."""
+    image, labels, voxel = sections
+    return prepare_pair(
+        image,
+        labels,
+        voxel,
+        normalisation=normalisation,
+        target_nm=voxel_nm,
+        directions=1,
+        n_classes=n_classes,
+        name=name,
+    )
+
+
+def vnc5(
+    out_dir: Path,
+    config: TrainConfig,
+    resume: bool,
+    init_from: Path | None = None,
+    data_dir: Path = VNC_DATA,
+) -> dict:
+    """Train the 5-class VNC model on sections 0–9, picking checkpoints on 10; 11–13 unseen."""
+    if config.directions != 1:
+        raise VemcellError("vnc5: 14 thick serial sections only give XY slices (directions=1).")
+
+    def pair(z):
+        sections = vnc_sections(data_dir, z)
+        name = f"vnc_sstem[{z[0]}:{z[1]}]"
+        return sections_pair(sections, VNC_NORMALISATION, VNC_VOXEL_NM, len(VNC_CLASSES), name)
+
+    data = (
+        f"vnc_sstem (Gerhard et al. 2013, Drosophila larval VNC) sections {VNC_TRAIN[0]}–"
+        f"{VNC_TRAIN[1] - 1} of 14 (1024 × 1024 at 50 × 4.6 × 4.6 nm), resampled to "
+        f"{VNC_VOXEL_NM:g} nm in the plane; section {VNC_CHECKPOINTS[0]} picked the checkpoint, "
+        f"sections {VNC_HELD_OUT[0]}–{VNC_HELD_OUT[1] - 1} held out for scoring only"
+    )
+    return _train(
+        "vnc5",
+        vnc_card(),
+        data,
+        out_dir,
+        config,
+        [pair(VNC_TRAIN)],
+        [pair(VNC_CHECKPOINTS)],
+        resume,
+        init_from,
+    )
+
+
 def plant_leaf_sections(data_dir: Path, z: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple]:
     """Sections ``z[0]:z[1]`` of plant_leaf_sem: image, plastid labels (0/1) and voxel size."""
     from vemcell.io import read_volume
@@ -183,17 +291,9 @@ def plant_leaf_sections(data_dir: Path, z: tuple[int, int]) -> tuple[np.ndarray,
 
 def plastid_volume(data_dir: Path, z: tuple[int, int]) -> VolumePair:
     """Sections ``z`` prepared as inference prepares them (40 nm in the plane, XY only)."""
-    image, labels, voxel = plant_leaf_sections(data_dir, z)
-    return prepare_pair(
-        image,
-        labels,
-        voxel,
-        normalisation=PLASTID_NORMALISATION,
-        target_nm=PLASTID_VOXEL_NM,
-        directions=1,
-        n_classes=2,
-        name=f"plant_leaf_sem[{z[0]}:{z[1]}]",
-    )
+    sections = plant_leaf_sections(data_dir, z)
+    name = f"plant_leaf_sem[{z[0]}:{z[1]}]"
+    return sections_pair(sections, PLASTID_NORMALISATION, PLASTID_VOXEL_NM, 2, name)
 
 
 def plastid(
@@ -205,7 +305,7 @@ def plastid(
 ) -> dict:
     """Train the plastid model on sections 0–4, validating on 5–6; returns the history."""
     if config.directions != 1:
-        raise SystemExit("plastid: 7 thick serial sections only give XY slices (directions=1)")
+        raise VemcellError("plastid: 7 thick serial sections only give XY slices (directions=1).")
     data = (
         f"plant_leaf_sem (WSU PlantBio ML example data) sections {PLASTID_TRAIN[0]}–"
         f"{PLASTID_TRAIN[1] - 1} of 7 (2341 × 3293 at 40 × 10 × 10 nm, every chloroplast "
@@ -266,6 +366,39 @@ def score_plastid(model: Path, out_dir: Path, data_dir: Path = PLASTID_DATA) -> 
             "note": "scored by tests/test_plastid_model.py (sections are cropped before "
             "normalisation, so these values differ slightly from the whole sections')",
         },
+    }
+    (out_dir / "validation.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def score_vnc5(model: Path, out_dir: Path, data_dir: Path = VNC_DATA) -> dict:
+    """Score a VNC model with ``vemcell evaluate``'s code on sections 11–13 (never trained on).
+
+    Writes them as a TIFF pair into ``out_dir``, scores with 1 direction and the default median,
+    and writes ``validation.json`` (for ``vemcell export --validation``).
+    """
+    from vemcell.commands.evaluate import evaluate
+    from vemcell.io import write_tiff
+    from vemcell.modelcard import load_card
+
+    card = load_card(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    image, labels, voxel = vnc_sections(data_dir, VNC_HELD_OUT)
+    img, lab = out_dir / "held_out_image.tif", out_dir / "held_out_labels.tif"
+    write_tiff(img, image, voxel)
+    write_tiff(lab, labels, voxel)
+    report = evaluate(card, img, lab, directions=1)
+    print(f"held out: {json.dumps(report['iou'])}", file=sys.stderr)
+    z0, z1 = VNC_HELD_OUT
+    summary = {
+        "data": f"vnc_sstem sections {z0}–{z1 - 1} (never used in training or to pick "
+        "checkpoints), 1024 × 1024 at 50 × 4.6 × 4.6 nm",
+        "method": "vemcell evaluate (vemcell.segment.segment, 1 direction, median 3), IoU per "
+        "class against the labels at 4.6 nm",
+        "reproduce": f"python -m vemcell_train.recipes score-vnc5 OUT --model models/{model.name}",
+        "iou": report["iou"],
+        "mean_iou": report["mean_iou"],
+        "seconds": report["seconds"],
     }
     (out_dir / "validation.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
@@ -333,12 +466,13 @@ def score_cmerolae6(model: Path, out_dir: Path, shape, seed0: int = 7000) -> dic
 def main(argv: list[str] | None = None) -> int:
     """Command line of the recipes (``--set key=value`` overrides any TrainConfig field)."""
     p = argparse.ArgumentParser(prog="python -m vemcell_train.recipes")
-    p.add_argument("recipe", choices=["cmerolae6", "score-cmerolae6", "plastid", "score-plastid"])
+    p.add_argument(
+        "recipe",
+        choices=["cmerolae6", "score-cmerolae6", "plastid", "score-plastid", "vnc5", "score-vnc5"],
+    )
     p.add_argument("out", type=Path, help="run directory (score: the directory for the tables)")
     p.add_argument("--model", type=Path, help="score-*: the ONNX model to score")
-    p.add_argument(
-        "--data", type=Path, default=PLASTID_DATA, help="plastid: the plant_leaf_sem folder"
-    )
+    p.add_argument("--data", type=Path, help="plastid/vnc5: the plant_leaf_sem or vnc_sstem folder")
     p.add_argument("--volumes", type=int, default=16, help="number of training volumes")
     p.add_argument("--shape", type=int, nargs=3, default=(128, 192, 192))
     p.add_argument("--resume", action="store_true")
@@ -346,7 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", type=Path, help="folder of cached synthetic volumes")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
-    cfg = TrainConfig(directions=1) if args.recipe == "plastid" else TrainConfig()
+    serial = args.recipe.removeprefix("score-") in ("plastid", "vnc5")
+    cfg = TrainConfig(directions=1) if serial else TrainConfig()
+    data_dir = args.data or (VNC_DATA if "vnc5" in args.recipe else PLASTID_DATA)
     types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
     for item in args.set:
         key, _, value = item.partition("=")
@@ -360,10 +496,15 @@ def main(argv: list[str] | None = None) -> int:
         score_cmerolae6(args.model, args.out, tuple(args.shape))
         return 0
     if args.recipe == "score-plastid":
-        score_plastid(args.model, args.out, args.data)
+        score_plastid(args.model, args.out, data_dir)
+        return 0
+    if args.recipe == "score-vnc5":
+        score_vnc5(args.model, args.out, data_dir)
         return 0
     if args.recipe == "plastid":
-        plastid(args.out, cfg, args.resume, args.init, args.data)
+        plastid(args.out, cfg, args.resume, args.init, data_dir)
+    elif args.recipe == "vnc5":
+        vnc5(args.out, cfg, args.resume, args.init, data_dir)
     else:
         cmerolae6(
             args.out, cfg, args.volumes, tuple(args.shape), args.resume, args.init, args.cache

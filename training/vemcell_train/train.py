@@ -91,8 +91,8 @@ def _val_planes(volumes: list[VolumePair], n: int, directions: int) -> list[tupl
         per = max(1, n // len(use))
         for a in use:
             size = v.labels.shape[a]
-            for i in np.linspace(0, size - 1, per + 2)[1:-1]:
-                out.append((vi, a, round(i)))
+            for i in dict.fromkeys(round(i) for i in np.linspace(0, size - 1, per + 2)[1:-1]):
+                out.append((vi, a, i))
     return out
 
 
