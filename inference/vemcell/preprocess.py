@@ -6,7 +6,7 @@ sentence.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -99,6 +99,30 @@ def resize(arr: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
     return out
 
 
+def argmax_resized(scores: Iterable[np.ndarray], shape: Sequence[int]) -> np.ndarray:
+    """The class (index in ``scores``) whose uint8 score, interpolated to ``shape``, is highest.
+
+    Scores are resized linearly one class at a time, so memory stays at three bytes per output
+    voxel whatever the number of classes; ties go to the lower class.
+    """
+    shape = tuple(int(s) for s in shape)
+    out = np.zeros(shape, dtype=np.uint8)
+    best = None
+    for c, sc in enumerate(scores):
+        if c > 255:
+            raise VemcellError("At most 256 classes can be resized.")
+        cover = resize(np.asarray(sc, dtype=np.uint8), shape, order=1)
+        if best is None:
+            best = cover
+            continue
+        wins = cover > best
+        out[wins] = c
+        np.maximum(best, cover, out=best)
+    if best is None:
+        raise VemcellError("No class scores to resize.")
+    return out
+
+
 def resize_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Resize a label volume to ``shape``, each voxel taking the class that covers it most.
 
@@ -115,14 +139,10 @@ def resize_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     present = np.flatnonzero(np.bincount(labels.ravel()))
     if len(present) <= 1 or present[-1] > 255:
         return resize(labels, shape, order=0)
-    out = np.full(shape, present[0], dtype=labels.dtype)
-    best = np.zeros(shape, dtype=np.uint8)
-    for c in present:
-        cover = resize(np.where(labels == c, 255, 0).astype(np.uint8), shape, order=1)
-        wins = cover > best
-        out[wins] = c
-        np.maximum(best, cover, out=best)
-    return out
+    picked = argmax_resized(
+        (np.where(labels == c, 255, 0).astype(np.uint8) for c in present), shape
+    )
+    return present.astype(labels.dtype)[picked]
 
 
 def resample(

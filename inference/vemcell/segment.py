@@ -227,6 +227,67 @@ def _accumulate(
         view += src
 
 
+def _check_inputs(
+    image: np.ndarray, card: ModelCard, directions: int, fuse: str, median: int
+) -> np.ndarray:
+    """Validate the settings and that the volume is large enough; returns the float32 image."""
+    if directions not in (1, 3):
+        raise VemcellError(f"--directions must be 1 or 3, not {directions}.")
+    if fuse not in ("mean", "max"):
+        raise VemcellError(f"fuse must be 'mean' or 'max', not {fuse!r}.")
+    if median < 0:
+        raise VemcellError(f"--median must be 0 or a positive size, not {median}.")
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise VemcellError("Segmentation needs a 3D volume.")
+    need = card.divisor
+    small = [n for ax, n in enumerate(image.shape) if (ax != 0 or directions == 3) and n < need]
+    in_plane = image.shape[1:] if directions == 1 else image.shape
+    if small or min(in_plane) < need:
+        raise VemcellError(
+            f"The volume ({' × '.join(map(str, image.shape))} voxels after resampling) is smaller "
+            f"than the model needs: at least {need} voxels along each sliced axis."
+        )
+    return image
+
+
+def fused_scores(
+    image: np.ndarray,
+    card: ModelCard,
+    *,
+    directions: int = 3,
+    fuse: str = "mean",
+    threads: int | None = None,
+    batch_slices: int = 16,
+    progress: Progress | None = None,
+    segmenter: Segmenter | None = None,
+) -> np.ndarray:
+    """Fused class probabilities (C, Z, Y, X) as uint8 scores (255 = certain).
+
+    Each direction's probabilities are quantised to 0..85 and summed (or maxed) over the three
+    directions; one direction is quantised to 0..255.
+    """
+    image = _check_inputs(image, card, directions, fuse, 0)
+    seg = segmenter or Segmenter(card, threads=threads)
+    axes = (0,) if directions == 1 else (0, 1, 2)
+    quant = _QUANT * 3 // len(axes)
+    total = sum(image.shape[ax] for ax in axes)
+    done = 0
+    acc = np.zeros((card.n_classes, *image.shape), np.uint8)
+    names = {0: "XY", 1: "XZ", 2: "YZ"}
+    for ax in axes:
+        n = image.shape[ax]
+        for s0 in range(0, n, batch_slices):
+            s1 = min(n, s0 + batch_slices)
+            probs = seg.predict_slices(_direction_slices(image, ax, s0, s1))
+            q = np.rint(probs * quant).astype(np.uint8)
+            _accumulate(acc, q, ax, s0, s1, fuse)
+            done += s1 - s0
+            if progress:
+                progress.update(done / total, f"{names[ax]} slices {s1}/{n}")
+    return acc
+
+
 def segment_volume(
     image: np.ndarray,
     card: ModelCard,
@@ -255,49 +316,25 @@ def segment_volume(
         Average the three directions' probabilities, or keep each class's highest probability
         (the paper's literal rule).
     """
-    if directions not in (1, 3):
-        raise VemcellError(f"--directions must be 1 or 3, not {directions}.")
-    if fuse not in ("mean", "max"):
-        raise VemcellError(f"fuse must be 'mean' or 'max', not {fuse!r}.")
-    if median < 0:
-        raise VemcellError(f"--median must be 0 or a positive size, not {median}.")
-    image = np.asarray(image, dtype=np.float32)
-    if image.ndim != 3:
-        raise VemcellError("Segmentation needs a 3D volume.")
-    need = card.divisor
-    axes = (0,) if directions == 1 else (0, 1, 2)
-    small = [n for ax, n in enumerate(image.shape) if (ax != 0 or directions == 3) and n < need]
-    in_plane = image.shape[1:] if directions == 1 else image.shape
-    if small or min(in_plane) < need:
-        raise VemcellError(
-            f"The volume ({' × '.join(map(str, image.shape))} voxels after resampling) is smaller "
-            f"than the model needs: at least {need} voxels along each sliced axis."
-        )
+    image = _check_inputs(image, card, directions, fuse, median)
     seg = segmenter or Segmenter(card, threads=threads)
-    c = card.n_classes
-    total = sum(image.shape[ax] for ax in axes)
-    done = 0
-    if directions == 1:
+    if directions == 1:  # no fusion: labels straight from each batch, no score volume
         labels = np.empty(image.shape, np.uint8)
         for z0 in range(0, image.shape[0], batch_slices):
             z1 = min(image.shape[0], z0 + batch_slices)
             labels[z0:z1] = seg.predict_slices(image[z0:z1]).argmax(axis=1)
-            done += z1 - z0
             if progress:
-                progress.update(done / total, f"XY slices {z1}/{image.shape[0]}")
+                progress.update(z1 / image.shape[0], f"XY slices {z1}/{image.shape[0]}")
     else:
-        acc = np.zeros((c, *image.shape), np.uint8)
-        names = {0: "XY", 1: "XZ", 2: "YZ"}
-        for ax in axes:
-            n = image.shape[ax]
-            for s0 in range(0, n, batch_slices):
-                s1 = min(n, s0 + batch_slices)
-                probs = seg.predict_slices(_direction_slices(image, ax, s0, s1))
-                q = np.rint(probs * _QUANT).astype(np.uint8)
-                _accumulate(acc, q, ax, s0, s1, fuse)
-                done += s1 - s0
-                if progress:
-                    progress.update(done / total, f"{names[ax]} slices {s1}/{n}")
+        acc = fused_scores(
+            image,
+            card,
+            directions=directions,
+            fuse=fuse,
+            batch_slices=batch_slices,
+            progress=progress,
+            segmenter=seg,
+        )
         labels = np.empty(image.shape, np.uint8)
         step = max(1, (1 << 24) // max(1, image.shape[1] * image.shape[2]))
         for z0 in range(0, image.shape[0], step):
@@ -307,7 +344,7 @@ def segment_volume(
         box = median_box(median, voxel_nm) if voxel_nm is not None else (median,) * 3
         if progress:
             progress.update(0.99, f"median filter ({' × '.join(map(str, box))})")
-        labels = majority_filter(labels, box, c)
+        labels = majority_filter(labels, box, card.n_classes)
     return labels
 
 
@@ -355,21 +392,39 @@ def segment(
     progress: Progress | None = None,
     segmenter: Segmenter | None = None,
 ) -> SegmentResult:
-    """The whole organelle segmentation of a volume: preprocess, predict, map labels back."""
+    """The whole organelle segmentation of a volume: preprocess, predict, map labels back.
+
+    When the model works on a coarser grid than the data, the fused class probabilities are
+    interpolated to the data's grid and the most probable class taken there, so boundaries fall
+    between the coarse voxels where the probabilities cross; the median vote is then a box mean
+    of the probabilities on the coarse grid (a soft majority) before interpolation.
+    """
     seg = segmenter or Segmenter(card, threads=threads)
     work, work_voxel = prepare(volume, card, denoise, directions)
-    labels = segment_volume(
-        work,
-        card,
-        directions=directions,
-        median=median,
-        fuse=fuse,
-        progress=progress,
-        segmenter=seg,
-        voxel_nm=work_voxel,
-    )
-    working_shape = tuple(int(s) for s in labels.shape)
-    labels = preprocess.resize_labels(labels, volume.shape)
+    working_shape = tuple(int(s) for s in work.shape)
+    if working_shape == tuple(volume.shape):
+        labels = segment_volume(
+            work,
+            card,
+            directions=directions,
+            median=median,
+            fuse=fuse,
+            progress=progress,
+            segmenter=seg,
+            voxel_nm=work_voxel,
+        )
+    else:
+        _check_inputs(work, card, directions, fuse, median)
+        scores = fused_scores(
+            work, card, directions=directions, fuse=fuse, progress=progress, segmenter=seg
+        )
+        if progress:
+            progress.update(0.99, "class probabilities to the input grid")
+        box = median_box(median, work_voxel) if median > 1 else (1, 1, 1)
+        labels = preprocess.argmax_resized(
+            (ndimage.uniform_filter(sc, box, mode="nearest") for sc in scores), volume.shape
+        )
+        del scores
     return SegmentResult(
         labels=labels,
         working_voxel_nm=work_voxel,

@@ -354,7 +354,8 @@ def score_plastid(model: Path, out_dir: Path, data_dir: Path = PLASTID_DATA) -> 
         "picked its best checkpoints by IoU on them), "
         f"{image.shape[1]} × {image.shape[2]} at 40 × 10 × 10 nm; plastid = instance > 0",
         "method": "vemcell evaluate (vemcell.segment.segment, 1 direction, median 3), IoU per "
-        "class against the labels at 10 nm",
+        "class against the labels at 10 nm; class probabilities interpolated from 40 nm to "
+        "10 nm before the most probable class is taken",
         "reproduce": "python -m vemcell_train.recipes score-plastid OUT "
         f"--model models/{model.name}",
         "iou": reports["held_out"]["iou"],
@@ -394,7 +395,8 @@ def score_vnc5(model: Path, out_dir: Path, data_dir: Path = VNC_DATA) -> dict:
         "data": f"vnc_sstem sections {z0}–{z1 - 1} (never used in training or to pick "
         "checkpoints), 1024 × 1024 at 50 × 4.6 × 4.6 nm",
         "method": "vemcell evaluate (vemcell.segment.segment, 1 direction, median 3), IoU per "
-        "class against the labels at 4.6 nm",
+        "class against the labels at 4.6 nm; class probabilities interpolated from 9.2 nm to "
+        "4.6 nm before the most probable class is taken",
         "reproduce": f"python -m vemcell_train.recipes score-vnc5 OUT --model models/{model.name}",
         "iou": report["iou"],
         "mean_iou": report["mean_iou"],
