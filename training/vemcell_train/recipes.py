@@ -107,7 +107,7 @@ def plastid_card() -> dict:
     )
 
 
-def vnc_card() -> dict:
+def vnc_card(voxel_nm: float = VNC_VOXEL_NM) -> dict:
     """The card fields of the VNC ssTEM model known before training.
 
     Membrane is its background class: cells split along membranes, and every other class
@@ -118,7 +118,7 @@ def vnc_card() -> dict:
         "Neural tissue in serial-section TEM: cytoplasm, membrane, glia, mitochondrion, synapse",
         VNC_CLASSES,
         VNC_NORMALISATION,
-        VNC_VOXEL_NM,
+        voxel_nm,
         "Training data: Gerhard, Funke, Martel, Cardona, Fetter (2013), 'Segmented anisotropic "
         "ssTEM dataset of neural tissue', figshare, CC-BY-NC-SA 3.0 (non-commercial use, cite "
         "it); vnc_sstem sections 0-10.",
@@ -250,6 +250,7 @@ def vnc5(
     resume: bool,
     init_from: Path | None = None,
     data_dir: Path = VNC_DATA,
+    voxel_nm: float = VNC_VOXEL_NM,
 ) -> dict:
     """Train the 5-class VNC model on sections 0–9, picking checkpoints on 10; 11–13 unseen."""
     if config.directions != 1:
@@ -258,17 +259,17 @@ def vnc5(
     def pair(z):
         sections = vnc_sections(data_dir, z)
         name = f"vnc_sstem[{z[0]}:{z[1]}]"
-        return sections_pair(sections, VNC_NORMALISATION, VNC_VOXEL_NM, len(VNC_CLASSES), name)
+        return sections_pair(sections, VNC_NORMALISATION, voxel_nm, len(VNC_CLASSES), name)
 
     data = (
         f"vnc_sstem (Gerhard et al. 2013, Drosophila larval VNC) sections {VNC_TRAIN[0]}–"
         f"{VNC_TRAIN[1] - 1} of 14 (1024 × 1024 at 50 × 4.6 × 4.6 nm), resampled to "
-        f"{VNC_VOXEL_NM:g} nm in the plane; section {VNC_CHECKPOINTS[0]} picked the checkpoint, "
+        f"{voxel_nm:g} nm in the plane; section {VNC_CHECKPOINTS[0]} picked the checkpoint, "
         f"sections {VNC_HELD_OUT[0]}–{VNC_HELD_OUT[1] - 1} held out for scoring only"
     )
     return _train(
         "vnc5",
-        vnc_card(),
+        vnc_card(voxel_nm),
         data,
         out_dir,
         config,
@@ -395,8 +396,8 @@ def score_vnc5(model: Path, out_dir: Path, data_dir: Path = VNC_DATA) -> dict:
         "data": f"vnc_sstem sections {z0}–{z1 - 1} (never used in training or to pick "
         "checkpoints), 1024 × 1024 at 50 × 4.6 × 4.6 nm",
         "method": "vemcell evaluate (vemcell.segment.segment, 1 direction, median 3), IoU per "
-        "class against the labels at 4.6 nm; class probabilities interpolated from 9.2 nm to "
-        "4.6 nm before the most probable class is taken",
+        f"class against the labels at 4.6 nm (the model works at {card.voxel_size_nm:g} nm; "
+        "class probabilities are interpolated to 4.6 nm before the most probable class is taken)",
         "reproduce": f"python -m vemcell_train.recipes score-vnc5 OUT --model models/{model.name}",
         "iou": report["iou"],
         "mean_iou": report["mean_iou"],
@@ -476,6 +477,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, help="score-*: the ONNX model to score")
     p.add_argument("--data", type=Path, help="plastid/vnc5: the plant_leaf_sem or vnc_sstem folder")
     p.add_argument("--volumes", type=int, default=16, help="number of training volumes")
+    p.add_argument("--voxel-nm", type=float, help=f"vnc5: working pixel (default {VNC_VOXEL_NM})")
     p.add_argument("--shape", type=int, nargs=3, default=(128, 192, 192))
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init", type=Path, help="start from this checkpoint's weights (fine-tune)")
@@ -506,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.recipe == "plastid":
         plastid(args.out, cfg, args.resume, args.init, data_dir)
     elif args.recipe == "vnc5":
-        vnc5(args.out, cfg, args.resume, args.init, data_dir)
+        vnc5(args.out, cfg, args.resume, args.init, data_dir, args.voxel_nm or VNC_VOXEL_NM)
     else:
         cmerolae6(
             args.out, cfg, args.volumes, tuple(args.shape), args.resume, args.init, args.cache

@@ -1,0 +1,38 @@
+"""The shipped VNC model reproduces its card's IoU on the held-out vnc_sstem sections 11–13.
+
+``python -m vemcell_train.recipes score-vnc5`` measured the card's ``validation.iou`` on these
+sections (never used in training nor to pick checkpoints); this test cuts them from
+``../shared/data/vnc_sstem``, runs ``vemcell evaluate`` (1 direction) and compares. Skipped
+when the data is absent.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import REPO, shared_data
+from vemcell.cli import main
+from vemcell.io import read_volume, write_tiff
+
+MODEL = REPO / "models" / "vnc5.onnx"
+HELD_OUT = slice(11, 14)
+
+
+def test_vnc_model_reproduces_card_iou(tmp_path):
+    root = shared_data("vnc_sstem")
+    if not MODEL.exists():
+        pytest.skip(f"{MODEL} is not shipped")
+    card = json.loads(MODEL.with_suffix(".json").read_text(encoding="utf-8"))
+    vol = read_volume(root / "image.tif")
+    lab = read_volume(root / "labels.tif", kind="labels").array()
+    img, labels, rep = tmp_path / "image.tif", tmp_path / "labels.tif", tmp_path / "iou.json"
+    write_tiff(img, np.ascontiguousarray(vol.array()[HELD_OUT]), vol.voxel_size_nm)
+    write_tiff(labels, np.ascontiguousarray(lab[HELD_OUT]), vol.voxel_size_nm)
+    args = ["evaluate", "--model", str(MODEL), "--image", str(img), "--labels", str(labels)]
+    assert main([*args, "--directions", "1", "--threads", "2", "--json", str(rep)]) == 0
+    iou = json.loads(rep.read_text(encoding="utf-8"))["iou"]
+    for name, value in card["validation"]["iou"].items():
+        assert iou[name] == pytest.approx(value, abs=2e-3), name
