@@ -173,10 +173,10 @@ def run_case(name: str, labels, instances, voxel, repeats: int, full: bool) -> d
 
     n_cls = int(labels.max())
     classes = [(i, f"class_{i}", CLASS_COLOURS[(i - 1) % 4]) for i in range(1, n_cls + 1)]
-    ids, _ = mesh.object_ids(labels, classes, instances)
+    ids = mesh.object_ids(labels, classes, instances).ids
 
     def baseline():
-        ids_, _ = mesh.object_ids(labels, classes, instances)
+        ids_ = mesh.object_ids(labels, classes, instances).ids
         return skimage_baseline(ids_, voxel)
 
     def ours(workers=None):

@@ -172,6 +172,28 @@ def test_instances_give_one_mesh_per_cell_and_class():
     )
 
 
+@pytest.mark.parametrize("with_cells", [False, True])
+def test_class_zero_is_meshed_when_it_is_not_the_background(with_cells):
+    """A model whose class 0 is an organelle (vnc5: 0 cytoplasm, background 1 membrane)."""
+    labels = np.ones((16, 20, 24), np.uint8)
+    labels[3:9, 4:12, 4:14] = 0
+    labels[10:14, 5:15, 12:20] = 2
+    cells = np.zeros(labels.shape, np.uint16)
+    cells[:, :, :12], cells[:, :, 12:] = 1, 2
+    classes = [(0, "cytoplasm", (1, 1, 1, 1)), (2, "glia", (0, 0, 1, 1))]
+    inst = cells if with_cells else None
+    items = mesh.mesh_labels(labels, (10, 10, 10), classes, instances=inst)
+    assert sorted({it.class_name for it in items}) == ["cytoplasm", "glia"]
+    assert all(tm(it).is_watertight for it in items)
+    rows = measure.measure(labels, (10, 10, 10), classes, instances=inst, meshes=items)
+    voxels = {}
+    for r in rows:
+        voxels[r["class_name"]] = voxels.get(r["class_name"], 0) + r["voxels"]
+    assert voxels == {"cytoplasm": 6 * 8 * 10, "glia": 4 * 10 * 8}
+    objects = mesh.object_ids(labels, classes, inst)
+    assert {objects.split(int(i))[1] for i in np.unique(objects.ids) if i} == {0, 2}
+
+
 def test_components_use_26_connectivity():
     labels = np.zeros((8, 8, 8), np.uint8)
     labels[1, 1, 1] = labels[2, 2, 2] = 5  # corner contact: one piece

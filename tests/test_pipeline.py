@@ -57,6 +57,7 @@ def test_run_writes_the_whole_run_folder(tmp_path, band_model, capsys):
     assert report["model"]["name"] == "band"
     assert set(report["timings_s"]) >= {"read", "segment", "mesh", "measure", "write", "total"}
     assert report["peak_rss_mb"] > 0
+    assert "missing" not in report["versions"].values(), report["versions"]
     assert report["input"]["voxel_size_source"] == "metadata"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run.")]
 

@@ -75,7 +75,8 @@ def measure(
 
     labels, vs, instances = check_inputs(labels, voxel_size_nm, instances)
     names = {int(i): str(name) for i, name, _ in classes}
-    ids, stride = object_ids(labels, classes, instances)
+    objects = object_ids(labels, classes, instances)
+    ids = objects.ids
     counts = np.bincount(ids.ravel())
     present = [int(i) for i in np.nonzero(counts)[0] if i != 0]
     if not present:
@@ -90,7 +91,7 @@ def measure(
     structure = np.ones((3, 3, 3), dtype=bool)
     rows = []
     for oid in present:
-        cell, cls = divmod(oid, stride)
+        cell, cls = objects.split(oid)
         crop = ids[boxes[oid - 1]] == oid
         _, n_components = ndi.label(crop, structure=structure)
         volume = int(counts[oid]) * voxel_um3

@@ -21,7 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -128,39 +128,55 @@ def check_inputs(
     return labels, vs, instances  # type: ignore[return-value]
 
 
+class ObjectIds(NamedTuple):
+    """Object ids of a label volume: ``cell * stride + class + shift``, 0 = not meshed."""
+
+    ids: np.ndarray
+    stride: int
+    shift: int
+
+    def split(self, oid: int) -> tuple[int, int]:
+        """The ``(cell, class)`` of an object id."""
+        cell, c = divmod(int(oid), self.stride)
+        return cell, c - self.shift
+
+
 def object_ids(
     labels: np.ndarray,
     classes: Sequence[tuple[int, str, Any]],
     instances: np.ndarray | None = None,
-) -> tuple[np.ndarray, int]:
-    """One id per (cell, class) object: ``cell * n + class`` (0 outside the wanted classes).
+) -> ObjectIds:
+    """One id per (cell, class) object, 0 outside the wanted classes.
 
-    Returns the id volume (smallest unsigned dtype that holds it; the labels array itself
-    when every label present is wanted and there are no cells) and ``n`` (the class stride),
-    so ``divmod(id, n)`` gives back ``(cell, class)``.
+    Classes are shifted by one when class 0 is wanted (a model whose class 0 is not its
+    background), so id 0 still means "nothing". The id volume has the smallest unsigned dtype
+    that holds it, and is the labels array itself when every label present is wanted, 0 is not,
+    and there are no cells.
     """
     wanted = sorted({int(c[0]) for c in classes})
     if not wanted:
         raise VemcellError("No classes to mesh were given.")
     max_label = int(labels.max()) if labels.size else 0
-    n = max(max(wanted), max_label) + 1
+    shift = 1 if wanted[0] == 0 else 0
+    n = max(max(wanted), max_label) + 1 + shift
     if (
         instances is None
+        and not shift
         and labels.dtype.kind == "u"
         and set(range(1, max_label + 1)) <= set(wanted)
     ):
-        return labels, n
-    lut = np.zeros(n, dtype=np.uint32 if instances is not None else _uint_for(n))
-    lut[wanted] = wanted
+        return ObjectIds(labels, n, 0)
+    lut = np.zeros(n - shift, dtype=np.uint32 if instances is not None else _uint_for(n))
+    lut[wanted] = np.asarray(wanted) + shift
     cls = lut[labels]
     if instances is None:
-        return cls, n
+        return ObjectIds(cls, n, shift)
     max_id = (int(instances.max()) + 1) * n
     dtype = _uint_for(max_id)
     ids = instances.astype(dtype) * dtype.type(n)
     ids += cls.astype(dtype, copy=False)
     ids[cls == 0] = 0
-    return ids, n
+    return ObjectIds(ids, n, shift)
 
 
 def _uint_for(max_value: int) -> np.dtype:
@@ -638,7 +654,8 @@ def mesh_labels(
             f"Decimation must be a fraction in [0, 1) or a face count, not {decimate}."
         )
     info = {int(i): (str(name), norm_color(color)) for i, name, color in classes}
-    ids, stride = object_ids(labels, classes, instances)
+    objects = object_ids(labels, classes, instances)
+    ids = objects.ids
     if not ids.any():
         raise VemcellError(
             "The label volume has no voxels of the classes to mesh (only background)."
@@ -649,7 +666,7 @@ def mesh_labels(
     surfaces = _zmesh_surfaces(np.pad(ids, 1), vs, progress, workers)
     items: list[MeshItem] = []
     for k, oid in enumerate(sorted(surfaces)):
-        cell, cls = divmod(oid, stride)
+        cell, cls = objects.split(oid)
         name, color = info[cls]
         if progress is not None:
             progress.update(0.3 + 0.7 * k / max(1, len(surfaces)), f"smoothing {name}")

@@ -81,11 +81,17 @@ def peak_rss_mb() -> float:
 def versions() -> dict[str, str]:
     """Versions of vemcell and the libraries that shape its results."""
     out = {"vemcell": __version__, "python": platform.python_version()}
+    from importlib import metadata
+
     for mod in ("numpy", "scipy", "skimage", "onnxruntime", "zmesh", "trimesh", "tifffile"):
-        try:
-            out[mod] = str(__import__(mod).__version__)
-        except Exception:
-            out[mod] = "missing"
+        dist = {"skimage": "scikit-image"}.get(mod, mod)
+        try:  # installed distributions (zmesh has no __version__); onnxruntime-gpu is another
+            out[mod] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            try:
+                out[mod] = str(__import__(mod).__version__)
+            except Exception:
+                out[mod] = "missing"
     return out
 
 
