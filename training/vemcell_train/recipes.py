@@ -67,6 +67,7 @@ def _card(
     data: str,
     background_class: int = 0,
     colors: dict | None = None,
+    weights_licence: str = WEIGHTS_LICENCE,
 ):
     """Card fields known before training; colours are the synthetic model's where it has one."""
     colors = {**dict(zip(synth.CLASS_NAMES, synth.CLASS_COLORS, strict=True)), **(colors or {})}
@@ -78,7 +79,7 @@ def _card(
         "normalisation": normalisation,
         "voxel_size_nm": voxel_nm,
         "tile": 256,
-        "licence": f"{WEIGHTS_LICENCE} {data}",
+        "licence": f"{weights_licence} {data}",
     }
 
 
@@ -119,11 +120,13 @@ def vnc_card(voxel_nm: float = VNC_VOXEL_NM) -> dict:
         VNC_CLASSES,
         VNC_NORMALISATION,
         voxel_nm,
-        "Training data: Gerhard, Funke, Martel, Cardona, Fetter (2013), 'Segmented anisotropic "
-        "ssTEM dataset of neural tissue', figshare, CC-BY-NC-SA 3.0 (non-commercial use, cite "
-        "it); vnc_sstem sections 0-10.",
+        "(Gerhard, Funke, Martel, Cardona, Fetter (2013), 'Segmented anisotropic ssTEM dataset "
+        "of neural tissue', figshare); vemcell's code is GPL-3.0-or-later. Trained on vnc_sstem "
+        "sections 0-9, section 10 picked the checkpoint.",
         background_class=1,
         colors=VNC_COLORS,
+        weights_licence="Weights trained on CC-BY-NC-SA 3.0 data: use them for non-commercial "
+        "research and cite the dataset",
     )
 
 
