@@ -283,3 +283,12 @@ def test_validation_planes_are_never_repeated() -> None:
     assert _val_planes([one], 12, 1) == [(0, 0, 0)]
     five = VolumePair(np.zeros((5, 32, 32), np.float32), np.zeros((5, 32, 32), np.uint8))
     assert _val_planes([five], 12, 1) == [(0, 0, i) for i in range(5)]
+
+
+@pytest.mark.parametrize("recipe", ["plastid", "vnc5"])
+def test_serial_section_recipes_refuse_three_directions(recipe: str, tmp_path: Path) -> None:
+    from vemcell_train import recipes
+
+    with pytest.raises(VemcellError, match="only give XY slices"):
+        recipes.main([recipe, str(tmp_path / "run"), "--set", "directions=3"])
+    assert not (tmp_path / "run").exists()

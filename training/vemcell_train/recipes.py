@@ -521,4 +521,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except VemcellError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
