@@ -482,6 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--volumes", type=int, default=16, help="number of training volumes")
     p.add_argument("--voxel-nm", type=float, help=f"vnc5: working pixel (default {VNC_VOXEL_NM})")
     p.add_argument("--shape", type=int, nargs=3, default=(128, 192, 192))
+    p.add_argument(
+        "--seed0", type=int, default=7000, help="score-cmerolae6: stage k uses seed SEED0 + k"
+    )
     p.add_argument("--resume", action="store_true")
     p.add_argument("--init", type=Path, help="start from this checkpoint's weights (fine-tune)")
     p.add_argument("--cache", type=Path, help="folder of cached synthetic volumes")
@@ -500,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.recipe.startswith("score-") and args.model is None:
         p.error(f"{args.recipe} needs --model")
     if args.recipe == "score-cmerolae6":
-        score_cmerolae6(args.model, args.out, tuple(args.shape))
+        score_cmerolae6(args.model, args.out, tuple(args.shape), args.seed0)
         return 0
     if args.recipe == "score-plastid":
         score_plastid(args.model, args.out, data_dir)
