@@ -212,7 +212,7 @@ def test_train_cli_rejects_mismatched_inputs(tmp_path: Path, capsys) -> None:
     assert "one label volume per image" in capsys.readouterr().err
 
 
-def test_crossval_writes_the_table_in_the_papers_layout(tmp_path: Path) -> None:
+def test_crossval_writes_the_table_in_the_papers_layout(tmp_path: Path, capsys) -> None:
     paths = []
     for seed in (1, 2):
         image, labels = blobs(seed)
@@ -221,43 +221,49 @@ def test_crossval_writes_the_table_in_the_papers_layout(tmp_path: Path) -> None:
         paths.append((str(tmp_path / f"v{seed}.tif"), str(tmp_path / f"v{seed}_labels.tif")))
     (tmp_path / "classes.json").write_text(json.dumps(["background", "blob", "dot"]))
     out = tmp_path / "cv"
-    rc = main(
-        [
-            "crossval",
-            "--images",
-            paths[0][0],
-            paths[1][0],
-            "--labels",
-            paths[0][1],
-            paths[1][1],
-            "--classes",
-            str(tmp_path / "classes.json"),
-            "--out",
-            str(out),
-            "--stage-names",
-            "early",
-            "late",
-            "--epochs",
-            "1",
-            "--steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--tile",
-            "32",
-            "--width",
-            "4",
-            "--progress",
-            "none",
-        ]
-    )
-    assert rc == 0
+    cv_args = [
+        "crossval",
+        "--images",
+        paths[0][0],
+        paths[1][0],
+        "--labels",
+        paths[0][1],
+        paths[1][1],
+        "--classes",
+        str(tmp_path / "classes.json"),
+        "--out",
+        str(out),
+        "--stage-names",
+        "early",
+        "late",
+        "--epochs",
+        "1",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--tile",
+        "32",
+        "--width",
+        "4",
+        "--progress",
+        "none",
+    ]
+    assert main(cv_args) == 0
     md = (out / "crossval.md").read_text().splitlines()
     assert md[0] == ("| Class | early (1 dir) | early (3 dir) | late (1 dir) | late (3 dir) |")
     assert [row.split("|")[1].strip() for row in md[2:]] == ["background", "blob", "dot", "Mean"]
     assert (out / "crossval.csv").exists() and (out / "crossval.png").stat().st_size > 0
     results = json.loads((out / "crossval.json").read_text())
     assert {r["fold"] for r in results} == {1, 2} and len(results) == 4
+    # every fold can fine-tune given weights; a missing checkpoint fails before any training
+    args = [a if a != str(out) else str(tmp_path / "cv2") for a in cv_args]
+    assert main([*args, "--init", str(out / "fold1" / "last.pt")]) == 0
+    assert "starting from the weights" in capsys.readouterr().err
+    args = [a if a != str(out) else str(tmp_path / "cv3") for a in cv_args]
+    assert main([*args, "--init", str(tmp_path / "nope.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "cv3" / "fold1").exists()
 
 
 def test_train_cli_rejects_class_weights_of_the_wrong_length(tmp_path: Path, capsys) -> None:

@@ -65,6 +65,11 @@ def load_classes(path: str | Path) -> dict[str, Any]:
 
 def add_training_arguments(p: argparse.ArgumentParser) -> None:
     """Data and hyper-parameter options shared by ``train`` and ``crossval``."""
+    p.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="start from these weights (fine-tuning, same network; crossval: every fold)",
+    )
     d = p.add_argument_group("data")
     d.add_argument("--images", nargs="+", required=True, metavar="TIF", help="image volumes")
     d.add_argument(

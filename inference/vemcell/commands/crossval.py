@@ -1,8 +1,9 @@
 """``vemcell crossval``: k-fold cross-validation over volumes, tabulated like the paper's Table 3.
 
-Each fold trains on the other volumes, exports the model to ONNX and scores every held-out
-volume through the user-facing segmentation with 1 and with 3 directions. The result is a
-class × volume (stage) × direction table as Markdown, CSV and a PNG chart.
+Each fold trains on the other volumes (from scratch, or fine-tuning ``--init``'s weights),
+exports the model to ONNX and scores every held-out volume through the user-facing segmentation
+with 1 and with 3 directions. The result is a class × volume (stage) × direction table as
+Markdown, CSV and a PNG chart.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args, train_mod)
     fields = load_classes(args.classes)
     check_class_weights(config, len(fields["classes"]), train_mod)
+    if args.init:
+        train_mod.load_checkpoint(args.init)  # a missing or foreign file fails before training
     card = {
         "name": fields.get("name", "crossval"),
         "classes": fields["classes"],
@@ -144,7 +147,12 @@ def run(args: argparse.Namespace) -> int:
         fold_dir = out / f"fold{f + 1}"
         with progress.stage(f"fold {f + 1}", f"training fold {f + 1}/{folds}"):
             train_mod.train(
-                config, [vols[i] for i in train_idx], fold_dir, card=card, progress=None
+                config,
+                [vols[i] for i in train_idx],
+                fold_dir,
+                card=card,
+                init_from=args.init,
+                progress=None,
             )
             onnx = fold_dir / "model.onnx"
             export_mod.export_checkpoint(fold_dir / "last.pt", onnx)

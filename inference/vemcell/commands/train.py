@@ -27,9 +27,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-labels", nargs="*", default=[], metavar="TIF", help="their labels")
     p.add_argument("--name", help="model name for the card (default: the run directory's name)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument(
-        "--init", metavar="CHECKPOINT", help="start from these weights (fine-tuning, same network)"
-    )
 
 
 def run(args: argparse.Namespace) -> int:
