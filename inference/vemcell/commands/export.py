@@ -47,7 +47,7 @@ def _int8(args: argparse.Namespace, out: Path, facts: dict, progress: Progress) 
 
     card32 = load_card(out)
     vol = read_volume(args.calibration)
-    work, _ = prepare(vol, card32)
+    work, _ = prepare(vol, card32, directions=args.directions)
     slices = calibration_slices(work, 24, card32.divisor, card32.tile)
     q_path = out.with_name(out.stem + "_int8.onnx")
     quantise_int8(out, q_path, slices)
