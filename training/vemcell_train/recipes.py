@@ -39,6 +39,7 @@ WEIGHTS_LICENCE = "Weights: GPL-3.0-or-later, as vemcell."
 PLASTID_VOXEL_NM = 40.0
 PLASTID_NORMALISATION = {"method": "percentile", "low": 0.5, "high": 99.5}
 PLASTID_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "plant_leaf_sem"
+PLASTID_LABELS = "chloroplast_instances.tif"  # instance ids; > 0 = plastid
 PLASTID_TRAIN = (0, 5)  # sections [0, 5) train
 PLASTID_HELD_OUT = (5, 7)  # sections [5, 7) validate and score
 # The crop of the held-out sections that tests/ scores (Z, Y, X ranges at 10 nm in the plane).
@@ -47,6 +48,7 @@ PLASTID_TEST_CROP = ((5, 7), (1200, 2224), (1600, 2624))
 VNC_VOXEL_NM = 9.2
 VNC_NORMALISATION = {"method": "percentile", "low": 0.5, "high": 99.5}
 VNC_DATA = PLASTID_DATA.parent / "vnc_sstem"
+VNC_LABELS = "labels.tif"
 VNC_CLASSES = ("cytoplasm", "membrane", "glia-extracellular", "mitochondrion", "synapse")
 VNC_COLORS = {
     "membrane": (0.85, 0.80, 0.65, 1.0),
@@ -222,17 +224,34 @@ def cmerolae6(
     )
 
 
-def vnc_sections(data_dir: Path, z: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple]:
-    """Sections ``z[0]:z[1]`` of vnc_sstem: image, class labels (0–4) and voxel size."""
+def serial_sections(
+    data_dir: Path, labels_name: str, *ranges: tuple[int, int], binary: bool = False
+) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
+    """Sections ``z0:z1`` of ``image.tif`` and its label file, each file read once.
+
+    Returns one (image, labels, voxel size) per range; ``binary`` turns instance ids into 0/1.
+    """
     from vemcell.io import read_volume
 
     vol = read_volume(data_dir / "image.tif")
-    lab = read_volume(data_dir / "labels.tif", kind="labels").array()
-    image = np.ascontiguousarray(vol.array()[z[0] : z[1]])
-    return image, np.ascontiguousarray(lab[z[0] : z[1]]), tuple(vol.voxel_size_nm)
+    image = vol.array()
+    labels = read_volume(data_dir / labels_name, kind="labels").array()
+    out = []
+    for z0, z1 in ranges:
+        lab = (labels[z0:z1] > 0).astype(np.uint8) if binary else labels[z0:z1]
+        out.append(
+            (
+                np.ascontiguousarray(image[z0:z1]),
+                np.ascontiguousarray(lab),
+                tuple(vol.voxel_size_nm),
+            )
+        )
+    return out
 
 
-def sections_pair(sections, normalisation: dict, voxel_nm: float, n_classes: int, name: str):
+def sections_pair(
+    sections, z: tuple[int, int], normalisation: dict, voxel_nm: float, n_classes: int, name: str
+) -> VolumePair:
     """Serial sections prepared as inference prepares them (resampled in the plane, XY only)."""
     image, labels, voxel = sections
     return prepare_pair(
@@ -243,8 +262,15 @@ def sections_pair(sections, normalisation: dict, voxel_nm: float, n_classes: int
         target_nm=voxel_nm,
         directions=1,
         n_classes=n_classes,
-        name=name,
+        name=f"{name}[{z[0]}:{z[1]}]",
     )
+
+
+def _xy_only(recipe: str, n_sections: int, config: TrainConfig) -> None:
+    if config.directions != 1:
+        raise VemcellError(
+            f"{recipe}: {n_sections} thick serial sections only give XY slices (directions=1)."
+        )
 
 
 def vnc5(
@@ -256,14 +282,9 @@ def vnc5(
     voxel_nm: float = VNC_VOXEL_NM,
 ) -> dict:
     """Train the 5-class VNC model on sections 0–9, picking checkpoints on 10; 11–13 unseen."""
-    if config.directions != 1:
-        raise VemcellError("vnc5: 14 thick serial sections only give XY slices (directions=1).")
-
-    def pair(z):
-        sections = vnc_sections(data_dir, z)
-        name = f"vnc_sstem[{z[0]}:{z[1]}]"
-        return sections_pair(sections, VNC_NORMALISATION, voxel_nm, len(VNC_CLASSES), name)
-
+    _xy_only("vnc5", 14, config)
+    train_s, ckpt_s = serial_sections(data_dir, VNC_LABELS, VNC_TRAIN, VNC_CHECKPOINTS)
+    n = len(VNC_CLASSES)
     data = (
         f"vnc_sstem (Gerhard et al. 2013, Drosophila larval VNC) sections {VNC_TRAIN[0]}–"
         f"{VNC_TRAIN[1] - 1} of 14 (1024 × 1024 at 50 × 4.6 × 4.6 nm), resampled to "
@@ -276,28 +297,11 @@ def vnc5(
         data,
         out_dir,
         config,
-        [pair(VNC_TRAIN)],
-        [pair(VNC_CHECKPOINTS)],
+        [sections_pair(train_s, VNC_TRAIN, VNC_NORMALISATION, voxel_nm, n, "vnc_sstem")],
+        [sections_pair(ckpt_s, VNC_CHECKPOINTS, VNC_NORMALISATION, voxel_nm, n, "vnc_sstem")],
         resume,
         init_from,
     )
-
-
-def plant_leaf_sections(data_dir: Path, z: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, tuple]:
-    """Sections ``z[0]:z[1]`` of plant_leaf_sem: image, plastid labels (0/1) and voxel size."""
-    from vemcell.io import read_volume
-
-    vol = read_volume(data_dir / "image.tif")
-    inst = read_volume(data_dir / "chloroplast_instances.tif", kind="labels").array()
-    image = np.ascontiguousarray(vol.array()[z[0] : z[1]])
-    return image, (inst[z[0] : z[1]] > 0).astype(np.uint8), tuple(vol.voxel_size_nm)
-
-
-def plastid_volume(data_dir: Path, z: tuple[int, int]) -> VolumePair:
-    """Sections ``z`` prepared as inference prepares them (40 nm in the plane, XY only)."""
-    sections = plant_leaf_sections(data_dir, z)
-    name = f"plant_leaf_sem[{z[0]}:{z[1]}]"
-    return sections_pair(sections, PLASTID_NORMALISATION, PLASTID_VOXEL_NM, 2, name)
 
 
 def plastid(
@@ -308,18 +312,22 @@ def plastid(
     data_dir: Path = PLASTID_DATA,
 ) -> dict:
     """Train the plastid model on sections 0–4, validating on 5–6; returns the history."""
-    if config.directions != 1:
-        raise VemcellError("plastid: 7 thick serial sections only give XY slices (directions=1).")
+    _xy_only("plastid", 7, config)
     data = (
         f"plant_leaf_sem (WSU PlantBio ML example data) sections {PLASTID_TRAIN[0]}–"
         f"{PLASTID_TRAIN[1] - 1} of 7 (2341 × 3293 at 40 × 10 × 10 nm, every chloroplast "
         f"instance > 0 = plastid), resampled to {PLASTID_VOXEL_NM:g} nm in the plane; sections "
         f"{PLASTID_HELD_OUT[0]}–{PLASTID_HELD_OUT[1] - 1} held out for validation"
     )
-    train_vols = [plastid_volume(data_dir, PLASTID_TRAIN)]
-    val_vols = [plastid_volume(data_dir, PLASTID_HELD_OUT)]
+    ranges = (PLASTID_TRAIN, PLASTID_HELD_OUT)
+    train_vol, val_vol = (
+        sections_pair(s, z, PLASTID_NORMALISATION, PLASTID_VOXEL_NM, 2, "plant_leaf_sem")
+        for s, z in zip(
+            serial_sections(data_dir, PLASTID_LABELS, *ranges, binary=True), ranges, strict=True
+        )
+    )
     return _train(
-        "plastid", plastid_card(), data, out_dir, config, train_vols, val_vols, resume, init_from
+        "plastid", plastid_card(), data, out_dir, config, [train_vol], [val_vol], resume, init_from
     )
 
 
@@ -339,7 +347,7 @@ def score_plastid(model: Path, out_dir: Path, data_dir: Path = PLASTID_DATA) -> 
     card = load_card(model)
     seg = Segmenter(card, threads=2)
     out_dir.mkdir(parents=True, exist_ok=True)
-    image, labels, voxel = plant_leaf_sections(data_dir, (0, 7))
+    ((image, labels, voxel),) = serial_sections(data_dir, PLASTID_LABELS, (0, 7), binary=True)
     crop_z, crop_y, crop_x = (slice(*r) for r in PLASTID_TEST_CROP)
     parts = {
         "held_out": (slice(*PLASTID_HELD_OUT), slice(None), slice(None)),
@@ -388,7 +396,7 @@ def score_vnc5(model: Path, out_dir: Path, data_dir: Path = VNC_DATA) -> dict:
 
     card = load_card(model)
     out_dir.mkdir(parents=True, exist_ok=True)
-    image, labels, voxel = vnc_sections(data_dir, VNC_HELD_OUT)
+    ((image, labels, voxel),) = serial_sections(data_dir, VNC_LABELS, VNC_HELD_OUT)
     img, lab = out_dir / "held_out_image.tif", out_dir / "held_out_labels.tif"
     write_tiff(img, image, voxel)
     write_tiff(lab, labels, voxel)
