@@ -308,7 +308,56 @@ def test_boundary_watershed_splits_dense_tissue_even_through_membrane_gaps():
     assert len(np.unique(ids3d)) == 4
 
 
-def _threshold_unet(tmp_path):
+def _neurites(shift_px=3, n_sections=3, size=96, wall=2):
+    """A 3 × 3 grid of neurites cut by thick sections, the walls shifting a little per section.
+
+    Returns the membrane mask (Z, Y, X) and the true neurite ids (0 on membranes).
+    """
+    truth = np.zeros((n_sections, size, size), np.int32)
+    mem = np.zeros(truth.shape, bool)
+    for z in range(n_sections):
+        walls = [size // 3 + z * shift_px, 2 * size // 3 - z * shift_px]
+        rows = np.searchsorted(walls, np.arange(size), side="right")
+        truth[z] = rows[:, None] * 3 + rows[None, :] + 1
+        for w in walls:
+            mem[z, w - wall // 2 : w + (wall + 1) // 2, :] = True
+            mem[z, :, w - wall // 2 : w + (wall + 1) // 2] = True
+    truth[mem] = 0
+    return mem, truth
+
+
+def test_link_sections_joins_majority_overlaps_only():
+    ids = np.zeros((2, 10, 10), np.int32)
+    ids[0, :, :5], ids[0, :, 5:] = 1, 2
+    ids[1, :, :4], ids[1, :, 4:6], ids[1, :, 6:] = 5, 6, 7  # 6 straddles both
+    out = cells.link_sections(ids, 0.5)
+    assert out[1, 0, 0] == out[0, 0, 0] and out[1, 0, 9] == out[0, 0, 9]
+    assert len({out[1, 0, 4], out[0, 0, 0], out[0, 0, 9]}) == 3  # no merge through 6
+    assert out.max() == 3 and out.dtype == np.int32
+    ids[1, :, 4:6] = 0  # zeros stay zeros
+    assert (cells.link_sections(ids)[1, :, 4:6] == 0).all()
+    with pytest.raises(VemcellError, match="3D"):
+        cells.link_sections(ids[0])
+    with pytest.raises(VemcellError, match="min_overlap"):
+        cells.link_sections(ids, 1.0)
+
+
+def test_membrane_cells_follow_neurites_through_thick_sections():
+    mem, truth = _neurites()
+    labels = np.where(mem, 1, 0).astype(np.uint8)
+    ids = cells.membrane_cells(labels, (50.0, 10.0, 10.0), boundary_class=1)
+    assert ids.min() > 0  # membranes belong to a neighbour too
+    inside = truth > 0
+    assert im.adjusted_rand_error(truth[inside], ids[inside]) == 0.0  # 9 neurites, 3 sections
+    assert int(ids.max()) == 9
+    # isotropic voxels: one 3D watershed gives the same 9 cells
+    iso = cells.membrane_cells(np.repeat(labels, 5, axis=0), (10.0, 10.0, 10.0), 1)
+    assert int(iso.max()) == 9
+    with pytest.raises(VemcellError, match="class index"):
+        cells.membrane_cells(labels, (50.0, 10.0, 10.0), boundary_class=-1)
+
+
+def _threshold_unet(tmp_path, **card_fields):
     """A two-class stand-in U-Net as ONNX (background = bright), with its model card."""
     import json
 
@@ -344,6 +393,7 @@ def _threshold_unet(tmp_path):
         "background_class": 0,
         "input": {"tile": 64, "divisor": 16, "normalisation": {"method": "scale"}},
         "voxel_size_nm": 40.0,
+        **card_fields,
     }
     (tmp_path / "twoclass.json").write_text(json.dumps(card))
     return tmp_path / "twoclass.onnx"
@@ -365,3 +415,45 @@ def test_vemcell_cells_with_the_unet_background_class(tmp_path, monkeypatch):
     assert read_tiff_info(out)["foreground"] == "unet"  # auto: the model has a background
     ids = read_volume(out, kind="labels").array()
     assert im.matched_f1(truth, ids)["f1"] == 1.0
+
+
+def test_models_with_a_membrane_class_split_cells_along_it(tmp_path, monkeypatch):
+    """`vemcell cells` and `vemcell run` use the card's cell_boundary_class on dense tissue."""
+    from vemcell.modelcard import load_card
+
+    monkeypatch.delenv("VEMCELL_SAM", raising=False)
+    mem, truth = _neurites(shift_px=2, size=64)
+    img = np.where(mem, 40, 200).astype(np.uint8)  # dark membranes, bright neurites
+    vol = tmp_path / "v.tif"
+    write_tiff(vol, img, (50.0, 10.0, 10.0))
+    # the stand-in's "background" channel is bright (= cytoplasm here), its other one dark
+    fields = {
+        "classes": [{"name": "cytoplasm"}, {"name": "membrane"}],
+        "background_class": 1,
+        "cell_boundary_class": 1,
+        "voxel_size_nm": 10.0,
+    }
+    model = _threshold_unet(tmp_path, **fields)
+    assert load_card(model).cell_boundary_class == 1
+    assert cells.default_provider(load_card(model), sam_dir=None) == "unet"
+    out = tmp_path / "cells.tif"
+    assert main(["cells", str(vol), "--out", str(out), "--model", str(model),
+                 "--directions", "1", "--progress", "none"]) == 0  # fmt: skip
+    info = read_tiff_info(out)
+    assert info["foreground"] == "unet (membrane watershed)" and info["cells"] == 9
+    ids = read_volume(out, kind="labels").array()
+    assert im.adjusted_rand_error(truth[truth > 0], ids[truth > 0]) == 0.0
+    run = tmp_path / "run"
+    assert main(["run", str(vol), "--model", str(model), "--directions", "1",
+                 "--out", str(run), "--progress", "none"]) == 0  # fmt: skip
+    import json
+
+    report = json.loads((run / "report.json").read_text(encoding="utf-8"))
+    assert report["cells"] == {
+        "separated": True, "foreground": "unet (membrane watershed)", "cells": 9
+    }  # fmt: skip
+    bad = json.loads(model.with_suffix(".json").read_text(encoding="utf-8"))
+    bad["cell_boundary_class"] = 2
+    model.with_suffix(".json").write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(VemcellError, match="cell_boundary_class 2"):
+        load_card(model)

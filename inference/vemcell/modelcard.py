@@ -16,13 +16,16 @@ A card looks like::
                 "normalisation": {"method": "percentile", "low": 0.5, "high": 99.5}},
       "output": "probabilities",
       "voxel_size_nm": 10.0,
+      "cell_boundary_class": null,
       "training": {...}, "validation": {...}, "licence": "..."
     }
 
 ``normalisation.method`` is ``"scale"`` (divide by the dtype maximum, the paper's /255),
 ``"percentile"`` (robust ``low``/``high`` percentiles to [0, 1]) or ``"auto"`` (scale for
 uint8, percentile otherwise). ``output`` is ``"probabilities"`` (softmax inside the network)
-or ``"logits"``.
+or ``"logits"``. ``cell_boundary_class`` names a membrane class for dense tissue (neurites):
+cells are then split along it (:func:`vemcell.cells.membrane_cells`) instead of by the
+distance watershed meant for cells surrounded by resin.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class ModelCard:
     normalisation: dict[str, Any] = field(default_factory=lambda: {"method": "auto"})
     output: str = "probabilities"
     voxel_size_nm: float | None = None
+    cell_boundary_class: int | None = None
     title: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
@@ -96,6 +100,8 @@ class ModelCard:
                 "voxel_size_nm": self.voxel_size_nm,
             }
         )
+        if self.cell_boundary_class is not None:
+            d["cell_boundary_class"] = self.cell_boundary_class
         return d
 
 
@@ -146,6 +152,11 @@ def parse_card(data: dict[str, Any], card_path: Path) -> ModelCard:
     if tile < divisor or tile % divisor:
         raise VemcellError(f"{where}: tile {tile} must be a multiple of divisor {divisor}.")
     vs = data.get("voxel_size_nm")
+    cb = data.get("cell_boundary_class")
+    if cb is not None and (
+        isinstance(cb, bool) or not isinstance(cb, int) or not 0 <= cb < len(classes)
+    ):
+        raise VemcellError(f"{where}: cell_boundary_class {cb!r} is not one of the classes.")
     return ModelCard(
         name=str(data.get("name", card_path.stem)),
         title=str(data.get("title", data.get("name", card_path.stem))),
@@ -157,6 +168,7 @@ def parse_card(data: dict[str, Any], card_path: Path) -> ModelCard:
         normalisation=dict(norm),
         output=output,
         voxel_size_nm=None if vs is None else float(vs),
+        cell_boundary_class=cb,
         raw=dict(data),
         path=card_path,
     )

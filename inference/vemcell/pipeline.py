@@ -257,16 +257,24 @@ def _separate_cells(
     from vemcell import cells
 
     with timer("cells"), prog.stage("cells", f"separating cells ({provider})"):
-        mask, used = cells.foreground(
-            vol.array(),
-            vol.voxel_size_nm,
-            provider=provider,
-            card=card,
-            unet_labels=labels,
-            progress=prog,
-        )
-        ids = cells.separate_cells(mask, vol.voxel_size_nm)
+        if provider == "unet" and labels is not None and card.cell_boundary_class is not None:
+            used = f"{provider} ({card.class_names[card.cell_boundary_class]} watershed)"
+            ids = cells.membrane_cells(
+                labels, vol.voxel_size_nm, card.cell_boundary_class, progress=prog
+            )
+        else:
+            mask, used = cells.foreground(
+                vol.array(),
+                vol.voxel_size_nm,
+                provider=provider,
+                card=card,
+                unet_labels=labels,
+                progress=prog,
+            )
+            ids = cells.separate_cells(mask, vol.voxel_size_nm)
     n = int(ids.max())
+    if n > np.iinfo(np.uint16).max:
+        raise VemcellError(f"{n} cells found, more than a uint16 cell volume can hold; crop it.")
     report: dict[str, Any] = {"separated": True, "foreground": used, "cells": n}
     if n == 0 or (n == 1 and opt.separate_cells == "auto"):
         report.update(separated=False, reason=f"{n} cell(s) found")

@@ -97,6 +97,7 @@ def card_from_checkpoint(ckpt: dict, onnx_name: str, extra: dict[str, Any] | Non
         },
         "output": "probabilities",
         "voxel_size_nm": c.get("voxel_size_nm"),
+        **{k: c[k] for k in ("cell_boundary_class",) if c.get(k) is not None},
         "architecture": {
             "type": "2D U-Net with attention gates (Kousaka et al., Table 2)",
             **ckpt["arch"],

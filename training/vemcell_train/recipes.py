@@ -97,14 +97,14 @@ def cmerolae_card() -> dict:
     )
 
 
-def plastid_card() -> dict:
+def plastid_card(voxel_nm: float = PLASTID_VOXEL_NM) -> dict:
     """The card fields of the plant-leaf plastid model known before training."""
     return _card(
         "plastid_leaf",
         "Plastids (chloroplasts) in plant leaf serial-section SEM (2 classes)",
         ("background", "plastid"),
         PLASTID_NORMALISATION,
-        PLASTID_VOXEL_NM,
+        voxel_nm,
         "Training data: WSU PlantBio ML example data (MIT-licensed repository), "
         "plant_leaf_sem sections 0-4.",
     )
@@ -113,10 +113,10 @@ def plastid_card() -> dict:
 def vnc_card(voxel_nm: float = VNC_VOXEL_NM) -> dict:
     """The card fields of the VNC ssTEM model known before training.
 
-    Membrane is its background class: cells split along membranes, and every other class
-    (neurite cytoplasm, glia, mitochondria, synapses) gets meshes.
+    Membrane is its background class and the class cells are split along (neurites are
+    cells); every other class (neurite cytoplasm, glia, mitochondria, synapses) gets meshes.
     """
-    return _card(
+    card = _card(
         "vnc5",
         "Neural tissue in serial-section TEM: cytoplasm, membrane, glia, mitochondrion, synapse",
         VNC_CLASSES,
@@ -130,6 +130,8 @@ def vnc_card(voxel_nm: float = VNC_VOXEL_NM) -> dict:
         weights_licence="Weights trained on CC-BY-NC-SA 3.0 data: use them for non-commercial "
         "research and cite the dataset",
     )
+    card["cell_boundary_class"] = VNC_CLASSES.index("membrane")
+    return card
 
 
 def synthetic_volumes(
@@ -310,24 +312,33 @@ def plastid(
     resume: bool,
     init_from: Path | None = None,
     data_dir: Path = PLASTID_DATA,
+    voxel_nm: float = PLASTID_VOXEL_NM,
 ) -> dict:
     """Train the plastid model on sections 0–4, validating on 5–6; returns the history."""
     _xy_only("plastid", 7, config)
     data = (
         f"plant_leaf_sem (WSU PlantBio ML example data) sections {PLASTID_TRAIN[0]}–"
         f"{PLASTID_TRAIN[1] - 1} of 7 (2341 × 3293 at 40 × 10 × 10 nm, every chloroplast "
-        f"instance > 0 = plastid), resampled to {PLASTID_VOXEL_NM:g} nm in the plane; sections "
+        f"instance > 0 = plastid), resampled to {voxel_nm:g} nm in the plane; sections "
         f"{PLASTID_HELD_OUT[0]}–{PLASTID_HELD_OUT[1] - 1} held out for validation"
     )
     ranges = (PLASTID_TRAIN, PLASTID_HELD_OUT)
     train_vol, val_vol = (
-        sections_pair(s, z, PLASTID_NORMALISATION, PLASTID_VOXEL_NM, 2, "plant_leaf_sem")
+        sections_pair(s, z, PLASTID_NORMALISATION, voxel_nm, 2, "plant_leaf_sem")
         for s, z in zip(
             serial_sections(data_dir, PLASTID_LABELS, *ranges, binary=True), ranges, strict=True
         )
     )
     return _train(
-        "plastid", plastid_card(), data, out_dir, config, [train_vol], [val_vol], resume, init_from
+        "plastid",
+        plastid_card(voxel_nm),
+        data,
+        out_dir,
+        config,
+        [train_vol],
+        [val_vol],
+        resume,
+        init_from,
     )
 
 
@@ -488,7 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, help="score-*: the ONNX model to score")
     p.add_argument("--data", type=Path, help="plastid/vnc5: the plant_leaf_sem or vnc_sstem folder")
     p.add_argument("--volumes", type=int, default=16, help="number of training volumes")
-    p.add_argument("--voxel-nm", type=float, help=f"vnc5: working pixel (default {VNC_VOXEL_NM})")
+    p.add_argument(
+        "--voxel-nm",
+        type=float,
+        help=f"plastid/vnc5: working pixel (default {PLASTID_VOXEL_NM:g} / {VNC_VOXEL_NM:g})",
+    )
     p.add_argument("--shape", type=int, nargs=3, default=(128, 192, 192))
     p.add_argument(
         "--seed0", type=int, default=7000, help="score-cmerolae6: stage k uses seed SEED0 + k"
@@ -520,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         score_vnc5(args.model, args.out, data_dir)
         return 0
     if args.recipe == "plastid":
-        plastid(args.out, cfg, args.resume, args.init, data_dir)
+        plastid(args.out, cfg, args.resume, args.init, data_dir, args.voxel_nm or PLASTID_VOXEL_NM)
     elif args.recipe == "vnc5":
         vnc5(args.out, cfg, args.resume, args.init, data_dir, args.voxel_nm or VNC_VOXEL_NM)
     else:

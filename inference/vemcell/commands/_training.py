@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from vemcell.commands.info import add_directions_argument
 from vemcell.errors import VemcellError
 from vemcell.modelcard import _color
 
@@ -93,12 +94,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="intensity normalisation, stored in the model card (auto: /255 for uint8)",
     )
-    d.add_argument(
-        "--directions",
-        type=int,
-        choices=[1, 3],
-        default=3,
-        help="train on XY slices only (1) or on XY, XZ and YZ slices (3, the paper)",
+    add_directions_argument(
+        d, "train on XY slices only (1) or on XY, XZ and YZ slices (3, the paper)"
     )
     h = p.add_argument_group("training")
     h.add_argument("--epochs", type=int, default=16)

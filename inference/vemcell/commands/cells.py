@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from vemcell import cells
-from vemcell.commands.info import add_voxel_argument
+from vemcell.commands.info import add_directions_argument, add_voxel_argument
 from vemcell.errors import VemcellError
 from vemcell.io import read_volume, write_tiff
 from vemcell.progress import Progress
@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "else threshold)",
     )
     p.add_argument("--model", help="organelle model (name or .onnx) for --foreground unet")
+    add_directions_argument(
+        p, "U-Net: XY slices only (1, for thick serial sections) or XY, XZ, YZ fused (3)"
+    )
     p.add_argument("--sam", metavar="DIR", help="exported SAM folder (vemcell sam-export)")
     p.add_argument(
         "--threshold",
@@ -78,10 +81,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
-def _unet_labels(vol, card, prog: Progress):
+def _unet_labels(vol, card, prog: Progress, directions: int = 3):
     from vemcell import segment
 
-    result = segment.segment(vol, card, progress=prog)
+    result = segment.segment(vol, card, directions=directions, progress=prog)
     return getattr(result, "labels", result[0] if isinstance(result, tuple) else result)
 
 
@@ -112,9 +115,12 @@ def run(args: argparse.Namespace) -> int:
     provider = args.foreground
     if provider == "auto":
         provider = cells.default_provider(card, args.sam)
+    membrane = provider == "unet" and card is not None and card.cell_boundary_class is not None
     with prog.stage("foreground", f"telling cells from resin ({provider})"):
-        unet_labels = _unet_labels(vol, card, prog) if provider == "unet" else None
-        if provider == "threshold":
+        unet_labels = _unet_labels(vol, card, prog, args.directions) if provider == "unet" else None
+        if membrane:
+            mask, used = None, f"unet ({card.class_names[card.cell_boundary_class]} watershed)"
+        elif provider == "threshold":
             mask = cells.threshold_foreground(
                 image, vol.voxel_size_nm, threshold=args.threshold, polarity=args.polarity
             )
@@ -134,24 +140,33 @@ def run(args: argparse.Namespace) -> int:
                 progress=prog,
             )
     with prog.stage("cells", "3D watershed"):
-        ids = cells.separate_cells(
-            mask,
-            vol.voxel_size_nm,
-            min_cell_um3=args.min_cell_um3,
-            seed_smooth_um=args.seed_smooth_um,
-            seed_h_um=args.seed_h_um,
-            min_seed_radius_um=args.min_seed_radius_um,
-            work_nm=args.work_nm or None,
-            progress=prog,
-        )
+        if membrane:
+            ids = cells.membrane_cells(
+                unet_labels, vol.voxel_size_nm, card.cell_boundary_class, progress=prog
+            )
+        else:
+            ids = cells.separate_cells(
+                mask,
+                vol.voxel_size_nm,
+                min_cell_um3=args.min_cell_um3,
+                seed_smooth_um=args.seed_smooth_um,
+                seed_h_um=args.seed_h_um,
+                min_seed_radius_um=args.min_seed_radius_um,
+                work_nm=args.work_nm or None,
+                progress=prog,
+            )
     n = int(ids.max())
-    params = {
-        "min_cell_um3": args.min_cell_um3,
-        "seed_h_um": args.seed_h_um,
-        "seed_smooth_um": args.seed_smooth_um,
-        "min_seed_radius_um": args.min_seed_radius_um,
-        "work_nm": args.work_nm,
-    }
+    params = (
+        {"boundary_class": card.class_names[card.cell_boundary_class]}
+        if membrane
+        else {
+            "min_cell_um3": args.min_cell_um3,
+            "seed_h_um": args.seed_h_um,
+            "seed_smooth_um": args.seed_smooth_um,
+            "min_seed_radius_um": args.min_seed_radius_um,
+            "work_nm": args.work_nm,
+        }
+    )
     with prog.stage("write", f"writing {out.name}"):
         write_tiff(
             out,

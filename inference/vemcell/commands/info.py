@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from vemcell.io import read_volume, value_range
 
@@ -19,6 +20,11 @@ def add_voxel_argument(p: argparse.ArgumentParser) -> None:
         metavar=("Z", "Y", "X"),
         help="voxel size in nm, overriding the file's metadata",
     )
+
+
+def add_directions_argument(p: Any, help: str) -> None:
+    """The shared ``--directions {1,3}`` (default 3, the paper's method)."""
+    p.add_argument("--directions", type=int, choices=[1, 3], default=3, help=help)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from vemcell.commands.info import add_voxel_argument
+from vemcell.commands.info import add_directions_argument, add_voxel_argument
 from vemcell.progress import Progress
 
 HELP = "segment organelles with an ONNX U-Net (1 or 3 directions) into a label TIFF"
@@ -17,12 +17,8 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
         "--model",
         help="shipped model name or path to an .onnx with its JSON card (default: cmerolae6)",
     )
-    p.add_argument(
-        "--directions",
-        type=int,
-        choices=[1, 3],
-        default=3,
-        help="predict XY slices only (1) or XY, XZ and YZ fused (3, the paper's method)",
+    add_directions_argument(
+        p, "predict XY slices only (1) or XY, XZ and YZ fused (3, the paper's method)"
     )
     p.add_argument(
         "--median",
