@@ -64,7 +64,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--python", default="", help="Python that runs the backend")
     g = p.add_argument_group("pipeline (when INPUT is a volume)")
     g.add_argument("--model", default="")
-    g.add_argument("--directions", type=int, choices=[1, 3], default=3)
+    g.add_argument(
+        "--directions",
+        type=lambda v: v if v == "auto" else int(v),
+        choices=["auto", 1, 3],
+        default="auto",
+        help="auto: 3 where the volume can be resliced, else 1 (XY only)",
+    )
     g.add_argument("--median", type=int, default=3)
     g.add_argument("--smooth", type=int, default=None)
     g.add_argument("--decimate", type=float, default=None)

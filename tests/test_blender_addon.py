@@ -357,6 +357,8 @@ def test_run_options_match_the_backend_cli(core, tmp_path):
     assert args.volume == "v.tif" and args.progress == "json"
     assert args.voxel_size == [30.0, 10.0, 10.0] and args.directions == 1 and args.median == 5
     assert args.smooth == 4 and args.decimate == 0.3 and args.separate_cells == "off"
+    default = build_parser().parse_args(core["backend"].RunOptions("v.tif").arguments(tmp_path))
+    assert default.directions == "auto"
 
 
 @pytest.fixture(scope="module")
@@ -410,7 +412,7 @@ def test_one_click_build_on_embedded_sample(core, clean_scene):
     bpy.ops.vemcell.sample()
     assert scene.vemcell.volume.endswith("image.tif")
     assert tuple(scene.vemcell.voxel_size) == pytest.approx((20.0, 20.0, 20.0))
-    scene.vemcell.three_directions = False
+    scene.vemcell.directions = "1"
     assert bpy.ops.vemcell.build() == {"FINISHED"}
     objs = core["scene"].result_objects(scene)
     assert objs and all(" / " in o.name or o.get("vemcell_cell") == -1 for o in objs)

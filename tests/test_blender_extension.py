@@ -57,7 +57,7 @@ CHILD = textwrap.dedent(
     )
     if sample:
         scene.vemcell.volume = sample
-        scene.vemcell.three_directions = False
+        scene.vemcell.directions = "1"
         bpy.ops.vemcell.build()
         out["sample_objects"] = sorted(
             o.name for o in bpy.data.objects if o.get("vemcell_class")

@@ -281,3 +281,27 @@ def test_segment_on_a_finer_grid_uses_interpolated_probabilities(tmp_path):
     assert result.working_shape == (20, 40, 40)
     assert result.labels.shape == truth.shape
     assert (result.labels == truth).mean() > 0.98
+
+
+def test_auto_directions_reslice_only_what_can_be_resliced(tmp_path):
+    """auto = 3 for near-isotropic volumes, 1 for thick sections, thin stacks and XY-only models."""
+    card = load_card(make_band_model(tmp_path, voxel_size_nm=20.0))
+    vol = Volume(np.zeros((40, 64, 64), np.uint8), (20.0, 20.0, 20.0))
+    assert segment.auto_directions(vol, card) == 3
+    assert segment.auto_directions(Volume(vol.data, (30.0, 16.0, 16.0)), card) == 3
+    assert segment.auto_directions(Volume(vol.data, (50.0, 5.0, 5.0)), card) == 1  # ssTEM
+    assert segment.auto_directions(Volume(vol.data[:8], (20.0, 20.0, 20.0)), card) == 1
+    card.raw["training"] = {"directions": 1}  # a model that only ever saw XY slices
+    assert segment.auto_directions(vol, card) == 1
+    assert segment.resolve_directions("auto", vol, card) == 1
+    assert segment.resolve_directions(3, vol, card) == 3
+    with pytest.raises(VemcellError, match="auto, 1 or 3"):
+        segment.resolve_directions(2, vol, card)
+
+
+def test_segment_reports_the_directions_it_used(band_card):
+    img, _ = banded_volume((40, 64, 64))
+    vol = Volume(img, (10.0, 10.0, 10.0))
+    assert segment.segment(vol, band_card, median=0, threads=1).directions == 3
+    thick = Volume(vol.data[15:21], (60.0, 10.0, 10.0))
+    assert segment.segment(thick, band_card, median=0, threads=1).directions == 1

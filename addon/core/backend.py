@@ -108,7 +108,7 @@ class RunOptions:
     volume: str
     model: str = ""
     voxel_size_nm: tuple[float, float, float] | None = None
-    directions: int = 3
+    directions: int | str = "auto"
     median: int = 3
     separate_cells: str = "auto"
     foreground: str = "auto"
@@ -123,7 +123,7 @@ class RunOptions:
             args += ["--model", self.model]
         if self.voxel_size_nm is not None:
             args += ["--voxel-size", *(f"{v:g}" for v in self.voxel_size_nm)]
-        args += ["--directions", str(int(self.directions)), "--median", str(int(self.median))]
+        args += ["--directions", str(self.directions), "--median", str(int(self.median))]
         if self.smooth is not None:
             args += ["--smooth", str(int(self.smooth))]
         if self.decimate is not None:

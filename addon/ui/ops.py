@@ -27,7 +27,7 @@ def _options(settings: props.VemcellSettings) -> backend.RunOptions:
         volume=volume,
         model=model,
         voxel_size_nm=None if from_file else tuple(settings.voxel_size),
-        directions=3 if settings.three_directions else 1,
+        directions="auto" if settings.directions == "AUTO" else int(settings.directions),
         median=settings.median,
         separate_cells="auto" if settings.separate_cells else "off",
         foreground=settings.foreground,

@@ -32,7 +32,7 @@ class VEMCELL_PT_main(_Base, bpy.types.Panel):
         if s.model == "CUSTOM":
             layout.prop(s, "custom_model", text="")
         opts = layout.column(heading="Options")
-        opts.prop(s, "three_directions")
+        opts.prop(s, "directions")
         opts.prop(s, "median")
         opts.prop(s, "separate_cells")
         if s.separate_cells:

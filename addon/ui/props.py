@@ -87,10 +87,20 @@ class VemcellSettings(bpy.types.PropertyGroup):
     custom_model: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Model file", subtype="FILE_PATH", description="An .onnx model with its JSON card"
     )
-    three_directions: bpy.props.BoolProperty(  # type: ignore[valid-type]
-        name="3 directions",
-        description="Predict along XY, XZ and YZ and fuse them (the paper's method; 3x slower)",
-        default=True,
+    directions: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Directions",
+        description="Which slices the U-Net predicts",
+        items=[
+            (
+                "AUTO",
+                "Auto",
+                "3 directions where the volume can be resliced (FIB-SEM), XY only for thick "
+                "serial sections and models trained on XY slices",
+            ),
+            ("3", "3 directions", "XY, XZ and YZ fused (the paper's method; 3x slower)"),
+            ("1", "XY only", "XY slices only"),
+        ],
+        default="AUTO",
     )
     median: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Median size", description="3D median filter size (0 = off)", default=3, min=0, max=15

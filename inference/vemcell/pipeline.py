@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ class RunOptions:
     """Every knob of a pipeline run (recorded verbatim in report.json)."""
 
     model: str | None = None
-    directions: int = 3
+    directions: int | str = "auto"
     median: int = 3
     fuse: str = "mean"
     denoise: str = "none"
@@ -170,6 +170,8 @@ def run(
             vol = read_volume(volume_path, voxel_size_nm=opt.voxel_size_nm)
             if not isinstance(vol.data, np.ndarray):
                 vol.data = vol.array()
+        # resolved once for the whole volume, so every single-cell crop is cut the same way
+        seg_opt = replace(opt, directions=segment.resolve_directions(opt.directions, vol, card))
         seg = segment.Segmenter(card, threads=opt.threads)
         provider = _provider(opt, card)
         instances, cells_report = None, {"separated": False, "reason": "turned off"}
@@ -178,10 +180,10 @@ def run(
             instances, cells_report = _separate_cells(vol, None, card, opt, provider, prog, timer)
         with timer("segment"), prog.stage("segment", f"segmenting with {card.name}"):
             if instances is not None:
-                seg_result = _segment_per_cell(vol, instances, card, opt, seg, prog)
+                seg_result = _segment_per_cell(vol, instances, card, seg_opt, seg, prog)
             else:
                 seg_result = segment.segment(
-                    vol, card, **opt.segmentation_kwargs(), progress=prog, segmenter=seg
+                    vol, card, **seg_opt.segmentation_kwargs(), progress=prog, segmenter=seg
                 )
         labels = seg_result.labels
         info = segment.label_info(card)
@@ -345,6 +347,7 @@ def _report(
         "segmentation": {
             "working_voxel_nm": list(seg_result.working_voxel_nm),
             "working_shape_zyx": list(seg_result.working_shape),
+            "directions": seg_result.directions,
             "execution_providers": seg_result.providers,
         },
         "cells": cells_report,

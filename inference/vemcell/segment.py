@@ -357,6 +357,31 @@ class SegmentResult:
     working_shape: tuple[int, int, int]
     providers: list[str] = field(default_factory=list)
     probabilities_note: str = ""
+    directions: int = 3
+
+
+def auto_directions(volume: Volume, card: ModelCard) -> int:
+    """3 (the paper's XY + XZ + YZ fusion) where a volume can be resliced, else 1 (XY only).
+
+    XY only for a model trained on XY slices alone (serial-section models), for Z steps over
+    twice the model's voxel (thick sections, whose XZ/YZ slices would be mostly interpolation)
+    and for volumes too thin in Z to cut XZ/YZ slices from.
+    """
+    t = float(card.voxel_size_nm or min(volume.voxel_size_nm))
+    dz = float(volume.voxel_size_nm[0])
+    trained = (card.raw.get("training") or {}).get("directions")
+    if trained == 1 or dz > 2.0 * t or volume.shape[0] * dz / t < card.divisor:
+        return 1
+    return 3
+
+
+def resolve_directions(directions: int | str, volume: Volume, card: ModelCard) -> int:
+    """``"auto"`` -> :func:`auto_directions`; 1 and 3 are kept; anything else is an error."""
+    if directions == "auto":
+        return auto_directions(volume, card)
+    if directions not in (1, 3, "1", "3"):
+        raise VemcellError(f"--directions must be auto, 1 or 3, not {directions}.")
+    return int(directions)
 
 
 def prepare(
@@ -384,7 +409,7 @@ def segment(
     volume: Volume,
     card: ModelCard,
     *,
-    directions: int = 3,
+    directions: int | str = "auto",
     median: int = 3,
     fuse: str = "mean",
     denoise: str = "none",
@@ -394,11 +419,14 @@ def segment(
 ) -> SegmentResult:
     """The whole organelle segmentation of a volume: preprocess, predict, map labels back.
 
+    ``directions="auto"`` picks 3 or 1 with :func:`auto_directions`; the result says which.
+
     When the model works on a coarser grid than the data, the fused class probabilities are
     interpolated to the data's grid and the most probable class taken there, so boundaries fall
     between the coarse voxels where the probabilities cross; the median vote is then a box mean
     of the probabilities on the coarse grid (a soft majority) before interpolation.
     """
+    directions = resolve_directions(directions, volume, card)
     seg = segmenter or Segmenter(card, threads=threads)
     work, work_voxel = prepare(volume, card, denoise, directions)
     working_shape = tuple(int(s) for s in work.shape)
@@ -430,6 +458,7 @@ def segment(
         working_voxel_nm=work_voxel,
         working_shape=working_shape,  # type: ignore[arg-type]
         providers=list(seg.providers),
+        directions=directions,
     )
 
 

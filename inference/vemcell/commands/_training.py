@@ -95,7 +95,7 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         help="intensity normalisation, stored in the model card (auto: /255 for uint8)",
     )
     add_directions_argument(
-        d, "train on XY slices only (1) or on XY, XZ and YZ slices (3, the paper)"
+        d, "train on XY slices only (1) or on XY, XZ and YZ slices (3, the paper)", auto=False
     )
     h = p.add_argument_group("training")
     h.add_argument("--epochs", type=int, default=16)

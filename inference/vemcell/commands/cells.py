@@ -81,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 
-def _unet_labels(vol, card, prog: Progress, directions: int = 3):
+def _unet_labels(vol, card, prog: Progress, directions: int | str = "auto"):
     from vemcell import segment
 
     result = segment.segment(vol, card, directions=directions, progress=prog)

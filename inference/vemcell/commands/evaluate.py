@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from vemcell.commands.info import add_directions_argument
 from vemcell.errors import VemcellError
 from vemcell.io import atomic_path, read_volume
 from vemcell.metrics import apply_label_map, iou_per_class, iou_report, parse_label_map
@@ -28,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="ONNX model (with its card) or shipped model name")
     p.add_argument("--image", required=True, help="image volume")
     p.add_argument("--labels", required=True, help="ground-truth label volume (same shape)")
-    p.add_argument("--directions", type=int, choices=[1, 3], default=3)
+    add_directions_argument(p, "predict XY slices only (1) or XY, XZ and YZ fused (3)")
     p.add_argument("--median", type=int, default=3, help="3D median filter size (0: none)")
     p.add_argument("--label-map", help="map label values to classes, e.g. '0=0,*=3'")
     p.add_argument(
@@ -43,7 +44,7 @@ def evaluate(
     image_path: str | Path,
     labels_path: str | Path,
     *,
-    directions: int = 3,
+    directions: int | str = "auto",
     median: int = 3,
     label_map: str | None = None,
     voxel_size_nm: tuple[float, float, float] | None = None,
@@ -80,7 +81,7 @@ def evaluate(
             "model": card.name,
             "image": str(image_path),
             "labels": str(labels_path),
-            "directions": directions,
+            "directions": result.directions,
             "median": median,
             "seconds": round(seconds, 2),
             "voxels": int(np.prod(vol.shape)),
@@ -115,5 +116,5 @@ def run(args: argparse.Namespace) -> int:
         for name, value in report["iou"].items():
             print(f"{name:<16} {'—' if value is None else f'{value:.3f}'}")
         print(f"{'mean':<16} {report['mean_iou']:.3f}" if report["mean_iou"] is not None else "")
-        print(f"({args.directions} direction(s), {report['seconds']:.1f} s)")
+        print(f"({report['directions']} direction(s), {report['seconds']:.1f} s)")
     return 0

@@ -22,9 +22,21 @@ def add_voxel_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_directions_argument(p: Any, help: str) -> None:
-    """The shared ``--directions {1,3}`` (default 3, the paper's method)."""
-    p.add_argument("--directions", type=int, choices=[1, 3], default=3, help=help)
+def _directions(value: str) -> int | str:
+    return value if value == "auto" else int(value) if value in ("1", "3") else value
+
+
+def add_directions_argument(p: Any, help: str, auto: bool = True) -> None:
+    """The shared ``--directions``: ``auto`` (the default), 1 or 3; without ``auto``, 3."""
+    choices = ["auto", 1, 3] if auto else [1, 3]
+    p.add_argument(
+        "--directions",
+        type=_directions,
+        choices=choices,
+        default="auto" if auto else 3,
+        metavar="{" + ",".join(map(str, choices)) + "}",
+        help=help + (" (auto: 3 where the volume can be resliced, else 1)" if auto else ""),
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
