@@ -78,7 +78,7 @@ def write_tables(results: list[dict[str, Any]], class_names: list[str], out: Pat
         import numpy as np
     except ImportError:
         return paths
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(class_names) + 2), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(class_names) + 2) + 2.2, 4))
     n = len(results)
     width = 0.8 / max(n, 1)
     x = np.arange(len(class_names))
@@ -95,7 +95,7 @@ def write_tables(results: list[dict[str, Any]], class_names: list[str], out: Pat
     ax.set_xticks(x, class_names, rotation=20)
     ax.set_ylabel("IoU")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not over, bars
     ax.set_title("Cross-validation IoU per class")
     fig.tight_layout()
     with atomic_path(out / "crossval.png") as tmp:
