@@ -581,9 +581,10 @@ def link_sections(ids: np.ndarray, min_overlap: float = 0.5) -> np.ndarray:
     """Join per-slice regions into 3D objects where consecutive slices overlap by majority.
 
     Regions ``a`` (slice z) and ``b`` (slice z + 1) become one object when their overlap is
-    more than ``min_overlap`` of each, so a neurite that branches keeps its larger branch and
-    the smaller one starts a new object instead of merging two neighbours (thick serial
-    sections shift cells between sections, so 3D flooding would leak across them).
+    more than ``min_overlap`` of each (thick serial sections shift cells between sections, so
+    3D flooding would leak across them). From 0.5 up a region joins at most one on each side,
+    so two neighbours are never joined through a third; lower values keep more of each neurite
+    together at the risk of joining two through a region that one section under-split.
 
     Returns
     -------
