@@ -103,6 +103,15 @@ def find_sam(sam_dir: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
+def membrane_split(card: Any, provider: str | None) -> str | None:
+    """How a membrane split is reported (``"unet (membrane watershed)"``) when the U-Net
+    provider is used with a card that names a ``cell_boundary_class``; None otherwise."""
+    cb = getattr(card, "cell_boundary_class", None)
+    if provider != "unet" or cb is None:
+        return None
+    return f"unet ({card.class_names[cb]} watershed)"
+
+
 def default_provider(card: Any = None, sam_dir: str | os.PathLike | None = None) -> str:
     """``"unet"`` for a model that splits cells along its membrane class, else ``"sam"`` when
     an exported SAM is installed, else ``"unet"`` when the model has a background class, else
@@ -513,12 +522,18 @@ def separate_cells(
             grown = ndi.grey_dilation(ids, size=(3, 3, 3))
             ids = np.where(lost, grown, ids)
     ids, _, _ = relabel_sequential(ids)
-    n = int(ids.max())
+    ids = _cell_ids(ids)
+    report(progress, 1.0, f"{int(ids.max())} cells")
+    return ids
+
+
+def _cell_ids(ids: np.ndarray) -> np.ndarray:
+    """Sequential ids as the uint16 cell volume every splitter returns (refused beyond 65535)."""
+    n = int(ids.max(initial=0))
     if n > np.iinfo(np.uint16).max:
         raise VemcellError(
             f"{n} cells found, more than a uint16 cell volume can hold; crop the volume."
         )
-    report(progress, 1.0, f"{n} cells")
     return ids.astype(np.uint16)
 
 
@@ -636,7 +651,8 @@ def membrane_cells(
 
     Thick serial sections (Z over twice the in-plane pixel) are split slice by slice with
     :func:`boundary_watershed` and the slices joined by :func:`link_sections`; finer Z gets one
-    3D watershed. Every voxel, membranes included, gets the id of the cell it borders.
+    3D watershed. Every voxel, membranes included, gets the id of the cell it borders; the ids
+    come back as uint16, like :func:`separate_cells`'s.
     """
     labels = _check_volume(labels, "The labels")
     v = _voxel(voxel_size_nm)
@@ -656,6 +672,7 @@ def membrane_cells(
     if thick:
         report(progress, 0.8, "joining the sections")
         ids = link_sections(ids, min_overlap)
+    ids = _cell_ids(ids)
     report(progress, 1.0, f"{int(ids.max())} cells")
     return ids
 

@@ -259,8 +259,8 @@ def _separate_cells(
     from vemcell import cells
 
     with timer("cells"), prog.stage("cells", f"separating cells ({provider})"):
-        if provider == "unet" and labels is not None and card.cell_boundary_class is not None:
-            used = f"{provider} ({card.class_names[card.cell_boundary_class]} watershed)"
+        used = cells.membrane_split(card, provider) if labels is not None else None
+        if used:
             ids = cells.membrane_cells(
                 labels, vol.voxel_size_nm, card.cell_boundary_class, progress=prog
             )
@@ -275,13 +275,11 @@ def _separate_cells(
             )
             ids = cells.separate_cells(mask, vol.voxel_size_nm)
     n = int(ids.max())
-    if n > np.iinfo(np.uint16).max:
-        raise VemcellError(f"{n} cells found, more than a uint16 cell volume can hold; crop it.")
     report: dict[str, Any] = {"separated": True, "foreground": used, "cells": n}
     if n == 0 or (n == 1 and opt.separate_cells == "auto"):
         report.update(separated=False, reason=f"{n} cell(s) found")
         return None, report
-    return ids.astype(np.uint16), report
+    return ids, report
 
 
 def _segment_per_cell(

@@ -115,11 +115,11 @@ def run(args: argparse.Namespace) -> int:
     provider = args.foreground
     if provider == "auto":
         provider = cells.default_provider(card, args.sam)
-    membrane = provider == "unet" and card is not None and card.cell_boundary_class is not None
+    membrane = cells.membrane_split(card, provider)
     with prog.stage("foreground", f"telling cells from resin ({provider})"):
         unet_labels = _unet_labels(vol, card, prog, args.directions) if provider == "unet" else None
         if membrane:
-            mask, used = None, f"unet ({card.class_names[card.cell_boundary_class]} watershed)"
+            mask, used = None, membrane
         elif provider == "threshold":
             mask = cells.threshold_foreground(
                 image, vol.voxel_size_nm, threshold=args.threshold, polarity=args.polarity
