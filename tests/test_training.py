@@ -18,7 +18,7 @@ from vemcell.modelcard import load_card  # noqa: E402
 from vemcell_train.data import Augment, SliceSampler, VolumePair  # noqa: E402
 from vemcell_train.export import export_checkpoint  # noqa: E402
 from vemcell_train.losses import TverskyLoss  # noqa: E402
-from vemcell_train.model import AttentionUNet, count_parameters  # noqa: E402
+from vemcell_train.model import AttentionUNet, count_parameters, widen_into  # noqa: E402
 from vemcell_train.train import TrainConfig, load_checkpoint, train  # noqa: E402
 
 CARD = {
@@ -129,6 +129,36 @@ def test_tiny_network_learns_and_resume_reproduces_the_run(tmp_path: Path) -> No
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     with pytest.raises(VemcellError, match="different settings"):
         train(tiny_config(epochs=3, lr=1e-2), vols, tmp_path / "b", card=CARD, resume=True)
+
+
+def test_a_trained_network_widens_without_changing_its_output(tmp_path: Path) -> None:
+    vols = [pair(1)]
+    log: list[str] = []
+    train(tiny_config(epochs=1), vols, tmp_path / "narrow", card=CARD, log=log.append)
+    src = load_checkpoint(tmp_path / "narrow" / "best.pt")
+    narrow = AttentionUNet(n_classes=3, base=4)
+    narrow.load_state_dict(src["model"])
+    wide = AttentionUNet(n_classes=3, base=6)
+    widen_into(wide, narrow)
+    x = torch.from_numpy(blobs(5)[0][:4, None, :32, :32].astype(np.float32) / 255)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.eval()(x), narrow.eval()(x), rtol=0, atol=1e-5)
+    assert count_parameters(wide) > 2 * count_parameters(narrow)
+
+    def start_from_narrow(base: int) -> dict:
+        cfg = tiny_config(epochs=1, base=base)
+        ckpt = tmp_path / "narrow" / "best.pt"
+        return train(cfg, vols, tmp_path / f"b{base}", card=CARD, init_from=ckpt, log=log.append)
+
+    # training starts from the widened weights; the new channels learn
+    assert start_from_narrow(6)["history"]
+    assert any("widened from base 4 to 6" in m for m in log)
+    tuned = load_checkpoint(tmp_path / "b6" / "last.pt")["model"]
+    assert tuned["head.weight"][:, 4:].abs().sum() > 0  # zero at the start, trained since
+    with pytest.raises(VemcellError, match="more than a larger width"):
+        start_from_narrow(2)
+    with pytest.raises(ValueError, match="narrower"):
+        widen_into(narrow, wide)
 
 
 def test_export_matches_torch_and_evaluate_scores_it(tmp_path: Path) -> None:

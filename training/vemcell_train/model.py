@@ -147,3 +147,72 @@ def build_model(arch: dict) -> AttentionUNet:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def widen_into(dst: AttentionUNet, src: AttentionUNet) -> None:
+    """Copy ``src``'s weights into the wider ``dst`` so that ``dst`` computes the same function.
+
+    Old channels keep their weights; the weights by which old channels would read the new ones
+    are zeroed, so the output is unchanged, while the new channels start from their random
+    initialisation and learn from the first step on (their outgoing weights are trained from zero).
+    This is how a trained network gains capacity without starting over ("net2wider" with
+    zero-initialised outgoing weights). Both networks must differ in ``base`` only.
+    """
+    layout = [len(dst.down) == len(src.down), len(list(dst.modules())) == len(list(src.modules()))]
+    layout += [dst.head.out_channels == src.head.out_channels]
+    layout += [dst.down[0][0].in_channels == src.down[0][0].in_channels]
+    if not all(layout):
+        raise ValueError("widen_into: the networks differ in more than their width")
+    if any(d.out_channels < s.out_channels for d, s in _convs(dst, src)):
+        raise ValueError("widen_into: the target network is narrower than the source")
+
+    def span(n: int) -> torch.Tensor:
+        return torch.arange(n)
+
+    def conv(d: nn.Conv2d, s: nn.Conv2d, rows: torch.Tensor, cols: torch.Tensor) -> None:
+        d.weight[rows] = 0.0
+        d.weight[rows[:, None], cols[None, :]] = s.weight
+        if s.bias is not None:
+            d.bias[rows] = s.bias
+
+    def norm(d: nn.BatchNorm2d, s: nn.BatchNorm2d, rows: torch.Tensor) -> None:
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            getattr(d, name)[rows] = getattr(s, name)
+        d.num_batches_tracked.copy_(s.num_batches_tracked)
+
+    def double(d: DoubleConv, s: DoubleConv, cols: torch.Tensor) -> torch.Tensor:
+        rows = span(s[0].out_channels)
+        for dm, sm in zip(d, s, strict=True):
+            if isinstance(sm, nn.Conv2d):
+                conv(dm, sm, rows, cols)
+                cols = rows
+            elif isinstance(sm, nn.BatchNorm2d):
+                norm(dm, sm, rows)
+        return rows
+
+    with torch.no_grad():
+        cols = span(src.down[0][0].in_channels)
+        for d, s in zip(dst.down, src.down, strict=True):
+            cols = double(d, s, cols)
+        for d, s in zip(dst.up, src.up, strict=True):
+            rows = span(s.up.out_channels)
+            d.up.weight[:, rows] = 0.0
+            d.up.weight[cols[:, None], rows[None, :]] = s.up.weight
+            d.up.bias[rows] = s.up.bias
+            inter, skip = span(s.gate.w_g[0].out_channels), span(s.gate.w_x[0].in_channels)
+            conv(d.gate.w_g[0], s.gate.w_g[0], inter, rows)
+            norm(d.gate.w_g[1], s.gate.w_g[1], inter)
+            conv(d.gate.w_x[0], s.gate.w_x[0], inter, skip)
+            norm(d.gate.w_x[1], s.gate.w_x[1], inter)
+            conv(d.gate.psi[0], s.gate.psi[0], span(1), inter)
+            norm(d.gate.psi[1], s.gate.psi[1], span(1))
+            # the decoder concatenates [gated skip, upsampled]: old channels sit at two offsets
+            joined = torch.cat([skip, d.gate.w_x[0].in_channels + rows])
+            cols = double(d.conv, s.conv, joined)
+        conv(dst.head, src.head, span(src.head.out_channels), cols)
+
+
+def _convs(dst: nn.Module, src: nn.Module):
+    """Pairs of corresponding convolutions of two networks of the same layout."""
+    pairs = zip(dst.modules(), src.modules(), strict=True)
+    return [(d, s) for d, s in pairs if isinstance(s, nn.Conv2d | nn.ConvTranspose2d)]

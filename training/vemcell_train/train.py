@@ -23,7 +23,7 @@ from vemcell.metrics import confusion_matrix, iou_from_confusion
 from vemcell.progress import Progress
 from vemcell_train.data import IGNORE, Augment, SliceSampler, VolumePair
 from vemcell_train.losses import TverskyLoss
-from vemcell_train.model import build_model, count_parameters
+from vemcell_train.model import build_model, count_parameters, widen_into
 
 CHECKPOINT_FORMAT = "vemcell-checkpoint/1"
 
@@ -207,13 +207,22 @@ def train(
     last_path = out / "last.pt"
     if init_from is not None and not (resume and last_path.exists()):
         src = load_checkpoint(init_from)
-        if src["arch"] != arch:
+        if src["arch"] == arch:
+            model.load_state_dict(src["model"])
+            log(f"starting from the weights of {init_from}")
+        elif _wider_only(arch, src["arch"]):
+            narrow = build_model(src["arch"])
+            narrow.load_state_dict(src["model"])
+            widen_into(model, narrow)
+            log(
+                f"starting from the weights of {init_from}, widened from base "
+                f"{src['arch']['base']} to {arch['base']} (same output; the new channels learn)"
+            )
+        else:
             raise VemcellError(
                 f"Cannot start from {init_from}: its network ({src['arch']}) differs from this "
-                f"one ({arch})."
+                f"one ({arch}) in more than a larger width."
             )
-        model.load_state_dict(src["model"])
-        log(f"starting from the weights of {init_from}")
     if resume:
         if not last_path.exists():
             raise VemcellError(f"Nothing to resume: {last_path} does not exist.")
@@ -329,3 +338,9 @@ def train(
             msg += f" val mIoU {record['val_mean_iou']:.3f} ({per})"
         log(msg)
     return {"history": history, "best_score": best}
+
+
+def _wider_only(arch: dict, src: dict) -> bool:
+    """Whether ``arch`` is ``src`` with the same layout and at least its width."""
+    rest = ("n_classes", "depth", "dropout", "in_channels")
+    return all(arch.get(k) == src.get(k) for k in rest) and arch["base"] >= src["base"]
