@@ -286,10 +286,15 @@ def test_crossval_writes_the_table_in_the_papers_layout(tmp_path: Path, capsys) 
     assert (out / "crossval.csv").exists() and (out / "crossval.png").stat().st_size > 0
     results = json.loads((out / "crossval.json").read_text())
     assert {r["fold"] for r in results} == {1, 2} and len(results) == 4
-    # every fold can fine-tune given weights; a missing checkpoint fails before any training
+    # every fold can fine-tune given weights (without --width: the checkpoint's width, so no
+    # widening); a missing checkpoint fails before any training
     args = [a if a != str(out) else str(tmp_path / "cv2") for a in cv_args]
+    at = args.index("--width")
+    args = args[:at] + args[at + 2 :]
+    capsys.readouterr()
     assert main([*args, "--init", str(out / "fold1" / "last.pt")]) == 0
-    assert "starting from the weights" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "starting from the weights" in err and "widened" not in err
     args = [a if a != str(out) else str(tmp_path / "cv3") for a in cv_args]
     assert main([*args, "--init", str(tmp_path / "nope.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -509,7 +509,9 @@ def main(argv: list[str] | None = None) -> int:
         "--seed0", type=int, default=7000, help="score-cmerolae6: stage k uses seed SEED0 + k"
     )
     p.add_argument("--resume", action="store_true")
-    p.add_argument("--init", type=Path, help="start from this checkpoint's weights (fine-tune)")
+    p.add_argument(
+        "--init", type=Path, help="start from this checkpoint's weights (fine-tune, or widen)"
+    )
     p.add_argument("--cache", type=Path, help="folder of cached synthetic volumes")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)

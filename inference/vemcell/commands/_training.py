@@ -69,7 +69,8 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--init",
         metavar="CHECKPOINT",
-        help="start from these weights (fine-tuning, same network; crossval: every fold)",
+        help="start from these weights (fine-tuning; a narrower network of the same layout is "
+        "widened to --width; crossval: every fold)",
     )
     d = p.add_argument_group("data")
     d.add_argument("--images", nargs="+", required=True, metavar="TIF", help="image volumes")
@@ -102,7 +103,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--steps", type=int, default=50, help="steps per epoch")
     h.add_argument("--batch-size", type=int, default=8)
     h.add_argument("--tile", type=int, default=128, help="training tile size (multiple of 16)")
-    h.add_argument("--width", type=int, default=16, help="channels of the first stage (paper: 64)")
+    h.add_argument(
+        "--width",
+        type=int,
+        help="channels of the first stage (paper: 64; default: --init's width, else 16)",
+    )
     h.add_argument("--dropout", type=float, default=0.1)
     h.add_argument("--lr", type=float, default=2e-3, help="initial learning rate (paper: 1e-5)")
     h.add_argument("--lr-decay", type=float, default=0.95, help="learning-rate factor per epoch")
@@ -148,6 +153,10 @@ def positive(value: float | int, what: str) -> None:
 
 def build_config(args: argparse.Namespace, train_mod: ModuleType) -> Any:
     """A ``TrainConfig`` from the shared options, checked."""
+    if args.width is None:  # fine-tuning keeps the network; widening is asked for explicitly
+        args.width = (
+            16 if not args.init else int(train_mod.load_checkpoint(args.init)["arch"]["base"])
+        )
     for what, v in (
         ("--epochs", args.epochs),
         ("--steps", args.steps),
