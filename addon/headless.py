@@ -57,6 +57,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=16, help="Cycles samples (final preset)")
     p.add_argument("--cut", action="append", default=[], choices=["X", "Y", "Z", "FREE"])
     p.add_argument("--em-slice", action="store_true", help="EM slice on the cut planes")
+    p.add_argument(
+        "--colour-by-cell",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="give every cell its own colour for this class (repeatable), e.g. cytoplasm",
+    )
     p.add_argument("--blend", help="also save the scene as this .blend")
     p.add_argument("--glb", help="also export the (cut) scene as this .glb")
     p.add_argument("--progress", choices=["json", "none", "text"], default="text")
@@ -154,6 +161,13 @@ def main(argv: list[str]) -> int:
         pipeline.load_result(scene, run_dir, fast_cuts=True)
     except vscene.SceneError as exc:
         raise UserError(str(exc)) from None
+    found = list(vscene.find_root(scene)["vemcell_classes"])
+    for cls in args.colour_by_cell:
+        if cls not in found:
+            raise UserError(
+                f"--colour-by-cell {cls}: the result has no such class ({', '.join(found)})."
+            )
+        vscene.colour_by_cell(scene, cls)
     cuts = args.cut or (["Y"] if args.animation == "still" else [])
     for axis in cuts:
         cutplanes.add_cut_plane(scene, axis)

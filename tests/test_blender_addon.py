@@ -126,6 +126,37 @@ def test_import_collections_names_colours_measurements(core, clean_scene, fake_r
     assert tuple(mito.active_material.diffuse_color) == pytest.approx((0, 0, 1, 1))
 
 
+def test_a_class_can_be_coloured_by_cell(core, clean_scene, fake_run):
+    scene = clean_scene
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    cyto = [bpy.data.objects[f"cell_0{c} / cytoplasm"] for c in (1, 2)]
+    shared = cyto[0].active_material
+    item = next(c for c in scene.vemcell.classes if c.name == "cytoplasm")
+    item.by_cell = True
+    mats = [o.active_material for o in cyto]
+    assert mats[0] is not mats[1] and shared not in mats
+    hues = [tuple(m.diffuse_color[:3]) for m in mats]
+    assert max(abs(a - b) for a, b in zip(*hues, strict=True)) > 0.2  # clearly different
+    assert all(m.diffuse_color[3] == pytest.approx(shared.diffuse_color[3]) for m in mats)
+    mito = bpy.data.objects["cell_01 / mitochondrion"]
+    assert mito.active_material.name == "vemcell mitochondrion"  # other classes untouched
+    # the class's opacity and the reveal animation reach every cell's copy
+    item.colour = (*item.colour[:3], 0.5)
+    assert all(m.diffuse_color[3] == pytest.approx(0.5) for m in mats)
+    assert tuple(mats[0].diffuse_color[:3]) == pytest.approx(hues[0])
+    core["animation"].reveal(scene, frames=10)
+    assert all(m.animation_data and m.animation_data.action for m in mats)
+    # a re-run keeps the choice; turning it off gives the class material back
+    bpy.ops.vemcell.import_run(directory=str(fake_run))
+    item = next(c for c in scene.vemcell.classes if c.name == "cytoplasm")
+    assert item.by_cell
+    cyto = [bpy.data.objects[f"cell_0{c} / cytoplasm"] for c in (1, 2)]
+    assert cyto[0].active_material is not cyto[1].active_material
+    item.by_cell = False
+    assert all(o.active_material is shared for o in cyto)
+    assert not [m for m in bpy.data.materials if m.get("vemcell_cell") is not None]
+
+
 def test_reimport_replaces_previous_result(core, clean_scene, fake_run):
     bpy.ops.vemcell.import_run(directory=str(fake_run))
     first = _snapshot()

@@ -68,10 +68,16 @@ def test_render_still_with_blend_and_glb(fake_run, tmp_path):
         resolution=(80, 60),
         blend=tmp_path / "scene.blend",
         glb=tmp_path / "scene.glb",
+        colour_by_cell=["cytoplasm"],
     )
     assert out.is_file() and summary["files"] == [str(out)]
     assert (tmp_path / "scene.blend").stat().st_size > 10_000
     assert (tmp_path / "scene.glb").read_bytes()[:4] == b"glTF"
+    import bpy
+
+    with bpy.data.libraries.load(str(tmp_path / "scene.blend")) as (saved, _):
+        names = set(saved.materials)
+    assert {"vemcell cytoplasm cell 01", "vemcell cytoplasm cell 02"} <= names
 
 
 def test_render_errors_are_one_line(fake_run, tmp_path):
@@ -85,6 +91,8 @@ def test_render_errors_are_one_line(fake_run, tmp_path):
     assert proc.returncode == 2 and ".mp4 or .png" in proc.stderr
     with pytest.raises(VemcellError, match="not a vemcell run folder"):
         render_run_dir(tmp_path, tmp_path / "x.png")
+    with pytest.raises(VemcellError, match="colour-by-cell neurite: the result has no such class"):
+        render_run_dir(fake_run, tmp_path / "x.png", colour_by_cell=["neurite"])
     # a broken run folder: the headless script's error comes back as one VemcellError
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -181,8 +181,7 @@ def reveal(scene: bpy.types.Scene, frames: int = 120, cls: str = "cytoplasm") ->
     """The cytoplasm fades from opaque to glass while the camera turns a quarter."""
     start, end = _frames(scene, frames)
     setup_camera(scene)
-    mat = bpy.data.materials.get(materials.MATERIAL_PREFIX + cls)
-    if mat is not None:
+    for mat in materials.of_class(cls):  # the class material and its per-cell copies
         mat.animation_data_clear()
         if mat.node_tree is not None:
             mat.node_tree.animation_data_clear()

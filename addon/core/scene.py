@@ -138,6 +138,7 @@ def remove_result(scene: bpy.types.Scene) -> None:
             bpy.data.meshes.remove(mesh)
     for coll in reversed(colls):
         bpy.data.collections.remove(coll)
+    materials.remove_unused_cell_materials()
 
 
 def _numeric(value: Any) -> float | int | None:
@@ -226,6 +227,31 @@ def import_run_dir(
         cell_colls[key].objects.link(obj)
     root["vemcell_classes"] = sorted({o[OBJECT_TAG] for o in root.all_objects})
     return root
+
+
+def colour_by_cell(scene: bpy.types.Scene, class_name: str, on: bool = True) -> int:
+    """Give every cell's object of one class a colour of its own (or the class colour back).
+
+    Returns the number of cells coloured individually. The choice is stored on the result so
+    the panel shows it; objects outside cells ("organelles") keep the class material.
+    """
+    root = find_root(scene)
+    if root is None:
+        return 0
+    shared = bpy.data.materials.get(materials.MATERIAL_PREFIX + class_name)
+    cells = set()
+    for obj in result_objects(scene):
+        cell = int(obj.get("vemcell_cell", -1))
+        if obj.get(OBJECT_TAG) != class_name or not obj.data.materials:
+            continue
+        mat = materials.cell_material(class_name, cell) if on and cell >= 0 else shared
+        if mat is not None:
+            obj.data.materials[0] = mat
+            cells.update([cell] if mat is not shared else [])
+    chosen = set(root.get("vemcell_by_cell", [])) - {class_name}
+    root["vemcell_by_cell"] = sorted(chosen | ({class_name} if on and cells else set()))
+    materials.remove_unused_cell_materials()
+    return len(cells)
 
 
 def bounds(objects: list[bpy.types.Object]) -> tuple[np.ndarray, np.ndarray]:

@@ -65,6 +65,7 @@ class VEMCELL_PT_display(_Base, bpy.types.Panel):
             icon = "HIDE_OFF" if item.visible else "HIDE_ON"
             row.prop(item, "visible", text="", icon=icon, emboss=False)
             row.label(text=item.name)
+            row.prop(item, "by_cell", text="", icon="COLOR", toggle=True)
             row.prop(item, "colour", text="")
 
 

@@ -33,7 +33,10 @@ def _volume_changed(self: VemcellSettings, context: bpy.types.Context) -> None:
 def _class_changed(self: VemcellClass, context: bpy.types.Context) -> None:
     mat = bpy.data.materials.get(materials.MATERIAL_PREFIX + self.name)
     if mat is not None and tuple(mat.diffuse_color) != tuple(self.colour):
-        materials.set_colour(mat, tuple(self.colour))
+        materials.set_class_colour(self.name, tuple(self.colour))
+    root = vscene.find_root(context.scene)
+    if root is not None and self.by_cell != (self.name in root.get("vemcell_by_cell", [])):
+        vscene.colour_by_cell(context.scene, self.name, self.by_cell)
     for obj in vscene.result_objects(context.scene):
         if obj.get(vscene.OBJECT_TAG) == self.name:
             obj.hide_viewport = not self.visible
@@ -62,6 +65,12 @@ class VemcellClass(bpy.types.PropertyGroup):
         name="Colour", subtype="COLOR", size=4, min=0.0, max=1.0, update=_class_changed
     )
     visible: bpy.props.BoolProperty(name="Visible", default=True, update=_class_changed)  # type: ignore[valid-type]
+    by_cell: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Colour by cell",
+        description="Give every cell its own colour for this class (e.g. neurites' cytoplasm)",
+        default=False,
+        update=_class_changed,
+    )
 
 
 class VemcellSettings(bpy.types.PropertyGroup):
@@ -176,15 +185,17 @@ def sync_classes(scene: bpy.types.Scene) -> None:
     settings = scene.vemcell
     root = vscene.find_root(scene)
     names = list(root.get("vemcell_classes", [])) if root else []
-    keep = {c.name: (tuple(c.colour), c.visible) for c in settings.classes}
+    keep = {c.name: (c.visible, c.by_cell) for c in settings.classes}
+    by_cell = set(root.get("vemcell_by_cell", [])) if root else set()
     settings.classes.clear()
     for name in names:
         item = settings.classes.add()
         item.name = name
         mat = bpy.data.materials.get(materials.MATERIAL_PREFIX + name)
-        colour = tuple(mat.diffuse_color) if mat else (0.6, 0.6, 0.6, 1.0)
-        item.colour = colour
-        item.visible = keep.get(name, (colour, True))[1]
+        item.colour = tuple(mat.diffuse_color) if mat else (0.6, 0.6, 0.6, 1.0)
+        visible, cells = keep.get(name, (True, False))
+        item.visible = visible
+        item.by_cell = cells or name in by_cell  # a re-run keeps the choice
 
 
 def chosen_colours(scene: bpy.types.Scene) -> dict[str, tuple[float, float, float, float]]:

@@ -67,6 +67,7 @@ def render_run_dir(
     glb: str | os.PathLike | None = None,
     cuts: Sequence[str] = (),
     em_slice: bool = False,
+    colour_by_cell: Sequence[str] = (),
     blender: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -82,6 +83,8 @@ def render_run_dir(
         ``still`` is one picture with a cut plane.
     engine : {"workbench", "cycles"}
         Preview (Workbench) or final (Cycles, denoised) preset.
+    colour_by_cell : sequence of str
+        Classes whose objects get one colour per cell instead of the class colour.
 
     Raises
     ------
@@ -119,6 +122,8 @@ def render_run_dir(
         args += ["--cut", axis]
     if em_slice:
         args.append("--em-slice")
+    for cls in colour_by_cell:
+        args += ["--colour-by-cell", cls]
     cmd = [*_launcher(blender), str(headless_script()), "--", *args, "--progress", "json"]
 
     prog = progress or Progress("none", [("render", 1.0)])
@@ -202,6 +207,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--cut", action="append", default=[], choices=["X", "Y", "Z", "FREE"], help="cut plane"
     )
     p.add_argument("--em-slice", action="store_true", help="show the EM slice on cut planes")
+    p.add_argument(
+        "--colour-by-cell",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="one colour per cell for this class, e.g. cytoplasm for neurites (repeatable)",
+    )
     p.add_argument("--blender", help="Blender executable (default: the bpy module of this Python)")
     p.add_argument("--run-dir", help="where to write the pipeline run for a volume input")
     add_run_arguments(p)
@@ -239,6 +251,7 @@ def run(args: argparse.Namespace) -> int:
         glb=args.glb,
         cuts=args.cut,
         em_slice=args.em_slice,
+        colour_by_cell=args.colour_by_cell,
         blender=args.blender,
         progress=prog,
     )
