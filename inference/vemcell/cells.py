@@ -606,6 +606,8 @@ def link_sections(ids: np.ndarray, min_overlap: float = 0.5) -> np.ndarray:
     int32 (Z, Y, X)
         Object ids 1..N (0 stays 0).
     """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
     from skimage.segmentation import relabel_sequential
 
     ids = np.asarray(ids)
@@ -615,25 +617,21 @@ def link_sections(ids: np.ndarray, min_overlap: float = 0.5) -> np.ndarray:
         raise VemcellError(f"min_overlap must be in [0, 1), not {min_overlap}.")
     ids, _, _ = relabel_sequential(ids.astype(np.int64, copy=False))
     n = int(ids.max())
-    parent = np.arange(n + 1)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return i
-
     sizes = np.bincount(ids.ravel(), minlength=n + 1)
+    joined = []
     for z in range(ids.shape[0] - 1):
         a, b = ids[z].ravel(), ids[z + 1].ravel()
         both = (a > 0) & (b > 0)
-        pairs, counts = np.unique(a[both].astype(np.int64) * (n + 1) + b[both], return_counts=True)
-        for key, c in zip(pairs.tolist(), counts.tolist(), strict=True):
-            ia, ib = divmod(key, n + 1)
-            if c > min_overlap * sizes[ia] and c > min_overlap * sizes[ib]:
-                parent[root(ib)] = root(ia)
-    roots = np.array([root(i) for i in range(n + 1)])
-    out, _, _ = relabel_sequential(roots[ids])
+        pairs, counts = np.unique(a[both] * (n + 1) + b[both], return_counts=True)
+        ia, ib = np.divmod(pairs, n + 1)
+        keep = (counts > min_overlap * sizes[ia]) & (counts > min_overlap * sizes[ib])
+        joined.append(np.stack([ia[keep], ib[keep]]))
+    edges = np.concatenate(joined, axis=1) if joined else np.zeros((2, 0), np.int64)
+    graph = coo_matrix((np.ones(edges.shape[1]), (edges[0], edges[1])), shape=(n + 1, n + 1))
+    _, component = connected_components(graph, directed=False)
+    component = component + 1
+    component[0] = 0  # the background joins nothing
+    out, _, _ = relabel_sequential(component[ids])
     return out.astype(np.int32)
 
 
