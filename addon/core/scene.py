@@ -232,12 +232,9 @@ def import_run_dir(
 def colour_by_cell(scene: bpy.types.Scene, class_name: str, on: bool = True) -> int:
     """Give every cell's object of one class a colour of its own (or the class colour back).
 
-    Returns the number of cells coloured individually. The choice is stored on the result so
-    the panel shows it; objects outside cells ("organelles") keep the class material.
+    Returns the number of cells coloured individually; objects outside cells ("organelles")
+    keep the class material.
     """
-    root = find_root(scene)
-    if root is None:
-        return 0
     shared = bpy.data.materials.get(materials.MATERIAL_PREFIX + class_name)
     cells = set()
     for obj in result_objects(scene):
@@ -247,11 +244,21 @@ def colour_by_cell(scene: bpy.types.Scene, class_name: str, on: bool = True) -> 
         mat = materials.cell_material(class_name, cell) if on and cell >= 0 else shared
         if mat is not None:
             obj.data.materials[0] = mat
-            cells.update([cell] if mat is not shared else [])
-    chosen = set(root.get("vemcell_by_cell", [])) - {class_name}
-    root["vemcell_by_cell"] = sorted(chosen | ({class_name} if on and cells else set()))
+        if mat is not shared:
+            cells.add(cell)
     materials.remove_unused_cell_materials()
     return len(cells)
+
+
+def coloured_by_cell(scene: bpy.types.Scene) -> set[str]:
+    """Classes of the result whose objects wear per-cell materials (read off the objects)."""
+    return {
+        str(obj[OBJECT_TAG])
+        for obj in result_objects(scene)
+        if obj.data.materials
+        and obj.data.materials[0] is not None
+        and obj.data.materials[0].get(materials.CELL_TAG) is not None
+    }
 
 
 def bounds(objects: list[bpy.types.Object]) -> tuple[np.ndarray, np.ndarray]:

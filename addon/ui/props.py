@@ -34,8 +34,7 @@ def _class_changed(self: VemcellClass, context: bpy.types.Context) -> None:
     mat = bpy.data.materials.get(materials.MATERIAL_PREFIX + self.name)
     if mat is not None and tuple(mat.diffuse_color) != tuple(self.colour):
         materials.set_class_colour(self.name, tuple(self.colour))
-    root = vscene.find_root(context.scene)
-    if root is not None and self.by_cell != (self.name in root.get("vemcell_by_cell", [])):
+    if self.by_cell != (self.name in vscene.coloured_by_cell(context.scene)):
         vscene.colour_by_cell(context.scene, self.name, self.by_cell)
     for obj in vscene.result_objects(context.scene):
         if obj.get(vscene.OBJECT_TAG) == self.name:
@@ -186,7 +185,7 @@ def sync_classes(scene: bpy.types.Scene) -> None:
     root = vscene.find_root(scene)
     names = list(root.get("vemcell_classes", [])) if root else []
     keep = {c.name: (c.visible, c.by_cell) for c in settings.classes}
-    by_cell = set(root.get("vemcell_by_cell", [])) if root else set()
+    by_cell = vscene.coloured_by_cell(scene)
     settings.classes.clear()
     for name in names:
         item = settings.classes.add()

@@ -153,16 +153,15 @@ def positive(value: float | int, what: str) -> None:
 
 def build_config(args: argparse.Namespace, train_mod: ModuleType) -> Any:
     """A ``TrainConfig`` from the shared options, checked."""
-    if args.width is None:  # fine-tuning keeps the network; widening is asked for explicitly
-        args.width = (
-            16 if not args.init else int(train_mod.load_checkpoint(args.init)["arch"]["base"])
-        )
+    width = args.width
+    if width is None:  # fine-tuning keeps the network; widening is asked for explicitly
+        width = 16 if not args.init else int(train_mod.load_checkpoint(args.init)["arch"]["base"])
     for what, v in (
         ("--epochs", args.epochs),
         ("--steps", args.steps),
         ("--batch-size", args.batch_size),
         ("--tile", args.tile),
-        ("--width", args.width),
+        ("--width", width),
         ("--lr", args.lr),
         ("--lr-decay", args.lr_decay),
         ("--threads", args.threads),
@@ -184,7 +183,7 @@ def build_config(args: argparse.Namespace, train_mod: ModuleType) -> Any:
         steps_per_epoch=args.steps,
         batch_size=args.batch_size,
         tile=args.tile,
-        base=args.width,
+        base=width,
         dropout=args.dropout,
         lr=args.lr,
         lr_decay=args.lr_decay,
