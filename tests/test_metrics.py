@@ -86,3 +86,23 @@ def test_bad_label_map_is_one_sentence(spec: str) -> None:
 def test_labels_beyond_the_classes_need_a_map() -> None:
     with pytest.raises(VemcellError, match="--label-map"):
         apply_label_map(np.array([0, 1, 9]), None, 6)
+
+
+def test_unlabelled_voxels_stay_255_and_a_binary_mask_needs_a_map() -> None:
+    partial = np.array([0, 1, 255, 2, 255])
+    assert apply_label_map(partial, None, 3).tolist() == [0, 1, 255, 2, 255]
+    # a map leaves 255 alone unless it names it
+    assert apply_label_map(partial, parse_label_map("2=1"), 3).tolist() == [0, 1, 255, 1, 255]
+    for mask in (np.array([0, 255, 255]), np.array([255, 255])):
+        with pytest.raises(VemcellError, match="255=1"):
+            apply_label_map(mask, None, 2)
+    assert apply_label_map(np.array([0, 255]), parse_label_map("255=1"), 2).tolist() == [0, 1]
+
+
+def test_evaluation_leaves_unlabelled_voxels_out() -> None:
+    truth = _cube()
+    pred = np.roll(truth, 3, axis=2)
+    partial = truth.copy()
+    partial[:, :, 20:] = 255  # only the left half was labelled
+    full = iou_per_class(pred[:, :, :20], truth[:, :, :20], 2)
+    np.testing.assert_allclose(iou_per_class(pred, partial, 2), full)

@@ -150,3 +150,36 @@ def test_segment_command_writes_labels_with_metadata(tmp_path, band_model):
     assert main(["segment", str(vol), "--model", str(band_model), "--out", str(out)]) == 0
     assert read_tiff_info(out)["model"] == "band"
     assert read_volume(out, kind="labels").voxel_size_nm == (20.0, 20.0, 20.0)
+
+
+def test_pseudolabels_mark_unsure_voxels_and_score_like_labels(tmp_path, band_model, capsys):
+    """`vemcell pseudolabel` writes the prediction with 255 where unsure; evaluate skips 255."""
+    clean = read_volume(two_cells(tmp_path / "clean.tif")).array().astype(np.float32)
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 40, clean.shape), 0, 255)
+    vol = tmp_path / "noisy.tif"
+    write_tiff(vol, noisy.astype(np.uint8), (20.0, 20.0, 20.0))
+    out = tmp_path / "pseudo.tif"
+    common = ["--model", str(band_model), "--median", "0", "--progress", "none"]
+    args = ["pseudolabel", str(vol), "--out", str(out), "--min-confidence", "0.9", *common]
+    assert main(args) == 0
+    assert "not labelled (255)" in capsys.readouterr().out
+    labels = read_volume(out, kind="labels").array()
+    unsure = labels == 255
+    assert set(np.unique(labels)) == {0, 1, 2, 255} and 0.01 < unsure.mean() < 0.5
+    assert read_tiff_info(out)["unlabelled_value"] == 255
+    # scoring the model against its own sure labels gives 1.0: the 255 voxels are left out
+    report = tmp_path / "iou.json"
+    ev = ["evaluate", "--image", str(vol), "--labels", str(out), "--json", str(report), *common]
+    assert main(ev) == 0
+    scores = json.loads(report.read_text())
+    assert scores["mean_iou"] == 1.0 and scores["unlabelled_voxels"] == int(unsure.sum())
+    # test-time augmentation runs through the same command; a bad threshold is one sentence
+    assert main([*args, "--tta"]) == 0
+    bad = tmp_path / "bad.tif"
+    assert (
+        main(["pseudolabel", str(vol), "--out", str(bad), "--min-confidence", "70", *common]) == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        err[-1].endswith("--min-confidence must be between 0 and 1, not 70.") and not bad.exists()
+    )

@@ -6,8 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from tiny_models import make_band_model
+from tiny_models import make_band_model, make_lopsided_model
 from vemcell import preprocess, segment
 from vemcell.errors import VemcellError
 from vemcell.io import Volume
@@ -49,6 +50,20 @@ def test_tiled_prediction_matches_untiled(tmp_path):
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
 
 
+def test_tta_predictions_turn_and_mirror_with_the_slice(tmp_path):
+    seg = segment.Segmenter(load_card(make_lopsided_model(tmp_path, tile=32)), threads=1)
+    x = np.random.default_rng(2).random((2, 40, 56), dtype=np.float32)
+    turn = lambda a: np.ascontiguousarray(np.rot90(a, 1, axes=(-2, -1)))  # noqa: E731
+    mirror = lambda a: np.ascontiguousarray(a[..., ::-1])  # noqa: E731
+    plain = seg.predict_slices(x)
+    assert np.abs(turn(plain) - seg.predict_slices(turn(x))).max() > 0.05  # the model alone
+    tta = seg.predict_slices(x, tta=True)
+    assert tta.shape == plain.shape
+    np.testing.assert_allclose(tta.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(turn(tta), seg.predict_slices(turn(x), tta=True), atol=1e-5)
+    np.testing.assert_allclose(mirror(tta), seg.predict_slices(mirror(x), tta=True), atol=1e-5)
+
+
 def test_logits_output_gets_softmax(tmp_path):
     card = load_card(make_band_model(tmp_path, output="logits"))
     assert card.output == "logits"
@@ -76,9 +91,9 @@ def test_three_directions_outvote_one_wrong_direction(tmp_path):
     real = seg.predict_slices
     seen = set()
 
-    def wrong_on_xz(slices):
+    def wrong_on_xz(slices, tta=False):
         seen.add(slices.shape[1:])
-        p = real(slices)
+        p = real(slices, tta)
         return p[:, ::-1].copy() if slices.shape[1:] == (32, 56) else p
 
     seg.predict_slices = wrong_on_xz  # type: ignore[method-assign]
@@ -305,3 +320,31 @@ def test_segment_reports_the_directions_it_used(band_card):
     assert segment.segment(vol, band_card, median=0, threads=1).directions == 3
     thick = Volume(vol.data[15:21], (60.0, 10.0, 10.0))
     assert segment.segment(thick, band_card, median=0, threads=1).directions == 1
+
+
+def test_confidence_is_the_chosen_class_probability_and_marks_unsure_voxels(tmp_path):
+    from vemcell.commands.pseudolabel import pseudo_labels
+
+    card = load_card(make_band_model(tmp_path, tile=64, k=20.0))
+    img, truth = banded_volume((24, 48, 56))
+    vol = Volume(img, (20.0, 20.0, 20.0))
+    sure = segment.segment(vol, card, directions=3, median=0, confidence=True)
+    plain = segment.segment(vol, card, directions=3, median=0)
+    np.testing.assert_array_equal(sure.labels, plain.labels)
+    assert plain.confidence is None and sure.confidence.dtype == np.uint8
+    # the pointwise model's probability of the ball's class at intensity 0.9, as uint8
+    expect = 1 / (1 + np.exp(-20 * 0.16) + np.exp(-20 * 0.64))
+    assert abs(int(sure.confidence[truth == 2].min()) - 255 * expect) <= 3
+    # with the median box the probabilities are averaged, so class boundaries become unsure
+    boxed = segment.segment(vol, card, directions=3, median=3, confidence=True)
+    labels = pseudo_labels(boxed.labels, boxed.confidence, 0.8)
+    unsure = labels == 255
+    assert 0 < unsure.mean() < 0.5
+    edges = np.zeros_like(unsure)
+    for ax in range(3):
+        edges |= np.diff(truth, axis=ax, prepend=truth.take([0], axis=ax)) != 0
+    assert ndimage.binary_dilation(edges, iterations=2)[unsure].all()
+    np.testing.assert_array_equal(labels[~unsure], boxed.labels[~unsure])
+    assert not (pseudo_labels(boxed.labels, boxed.confidence, 0.0) == 255).any()
+    with pytest.raises(VemcellError, match="between 0 and 1"):
+        pseudo_labels(boxed.labels, boxed.confidence, 70)

@@ -15,7 +15,7 @@ from vemcell.cli import main  # noqa: E402
 from vemcell.errors import VemcellError  # noqa: E402
 from vemcell.io import write_tiff  # noqa: E402
 from vemcell.modelcard import load_card  # noqa: E402
-from vemcell_train.data import Augment, SliceSampler, VolumePair  # noqa: E402
+from vemcell_train.data import IGNORE, Augment, SliceSampler, VolumePair  # noqa: E402
 from vemcell_train.export import export_checkpoint  # noqa: E402
 from vemcell_train.losses import TverskyLoss  # noqa: E402
 from vemcell_train.model import AttentionUNet, count_parameters, widen_into  # noqa: E402
@@ -87,6 +87,35 @@ def test_tversky_loss_is_zero_for_a_perfect_prediction_and_weights_misses() -> N
     assert fn_heavy(logits(under), target) > fn_heavy(logits(over), target)
     dice = TverskyLoss(alpha=0.5, beta=0.5, smooth=0.0)
     assert dice(logits(under), target) > 0 and dice(logits(over), target) > 0
+
+
+def test_unlabelled_pixels_are_left_out_of_the_loss() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 12, generator=g)
+    target = torch.randint(0, 3, (2, 8, 12), generator=g)
+    partial = target.clone()
+    partial[..., 6:] = IGNORE  # the right half was never labelled
+    for loss in (TverskyLoss(0.4, 0.6), TverskyLoss(0.5, 0.5, ce_weight=0.5)):
+        whole = loss(logits[..., :6].contiguous(), target[..., :6].contiguous())
+        torch.testing.assert_close(loss(logits, partial), whole)
+    nothing = torch.full_like(target, IGNORE)
+    assert TverskyLoss(0.5, 0.5, ce_weight=0.5)(logits, nothing).item() == 0.0  # not NaN
+
+
+def test_train_cli_trains_on_partly_labelled_volumes(tmp_path: Path) -> None:
+    image, labels = blobs(4)
+    labels = labels.copy()
+    labels[:, :, labels.shape[2] // 2 :] = IGNORE  # only the left half was labelled
+    write_tiff(tmp_path / "img.tif", image, (20.0, 20.0, 20.0))
+    write_tiff(tmp_path / "lab.tif", labels, (20.0, 20.0, 20.0))
+    (tmp_path / "classes.json").write_text(json.dumps(["bg", "blob", "dot"]))
+    args = ["--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif")]
+    args += ["--classes", str(tmp_path / "classes.json"), "--out", str(tmp_path / "run")]
+    args += ["--epochs", "2", "--steps", "4", "--batch-size", "4", "--tile", "32"]
+    assert main(["train", *args, "--width", "4", "--progress", "none"]) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+    assert (tmp_path / "run" / "best.pt").exists()
 
 
 def test_sampler_balances_classes_and_augment_keeps_labels_aligned() -> None:
@@ -333,3 +362,23 @@ def test_serial_section_recipes_refuse_three_directions(recipe: str, tmp_path: P
     with pytest.raises(VemcellError, match="only give XY slices"):
         recipes.main([recipe, str(tmp_path / "run"), "--set", "directions=3"])
     assert not (tmp_path / "run").exists()
+
+
+def test_recipes_take_extra_pseudo_labelled_sections(tmp_path: Path) -> None:
+    from vemcell_train import recipes
+
+    image, labels = blobs(6)
+    labels = labels.copy()
+    labels[:, :8] = IGNORE  # an unsure strip, as `vemcell pseudolabel` writes
+    write_tiff(tmp_path / "u.tif", image[:4], (50.0, 4.6, 4.6))
+    write_tiff(tmp_path / "u_labels.tif", labels[:4], (50.0, 4.6, 4.6))
+    pairs, note = recipes.extra_pairs(
+        [(tmp_path / "u.tif", tmp_path / "u_labels.tif")], recipes.VNC_NORMALISATION, 9.2, 3
+    )
+    (v,) = pairs
+    assert v.voxel_size_nm == (50.0, 9.2, 9.2)  # sections kept, resampled in the plane only
+    assert v.labels.shape == (4, labels.shape[1] // 2, labels.shape[2] // 2)
+    assert set(np.unique(v.labels)) == {0, 1, 2, IGNORE} and (v.labels[:, :3] == IGNORE).all()
+    assert "u.tif with the labels u_labels.tif" in note
+    with pytest.raises(SystemExit):
+        recipes.main(["cmerolae6", str(tmp_path / "run"), "--extra", "a.tif", "b.tif"])

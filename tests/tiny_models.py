@@ -38,8 +38,7 @@ def make_band_model(
     card_classes: int | None = None,
 ) -> Path:
     """Write ``folder/name.onnx`` and its card; return the card path."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     c = np.asarray(centres, dtype=np.float32)
     n = len(c)
@@ -57,18 +56,7 @@ def make_band_model(
         nodes.append(helper.make_node("Softmax", ["logits_raw"], [out_name], axis=1))
     else:
         nodes.append(helper.make_node("Identity", ["logits_raw"], [out_name]))
-    graph = helper.make_graph(
-        nodes,
-        name,
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "H", "W"])],
-        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", n, "H", "W"])],
-        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    folder.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, folder / f"{name}.onnx")
+    _save_onnx(folder, name, nodes, out_name, n, {"W": w, "B": b})
     names = list(class_names or [f"class{i}" for i in range(n)])
     ncard = card_classes or n
     names = (names + [f"extra{i}" for i in range(ncard)])[:ncard]
@@ -92,3 +80,41 @@ def make_band_model(
     path = folder / f"{name}.json"
     path.write_text(json.dumps(card), encoding="utf-8")
     return path
+
+
+def _save_onnx(folder: Path, name: str, nodes, out_name: str, n: int, weights: dict) -> None:
+    """Check and save a one-input (``image``) graph as ``folder/name.onnx`` (opset 17)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", n, "H", "W"])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, folder / f"{name}.onnx")
+
+
+def make_lopsided_model(folder: Path, name: str = "lopsided", tile: int = 64) -> Path:
+    """A 2-class model whose class-1 logit is a lopsided 3×3 filter of the image.
+
+    It is not rotation- or mirror-equivariant, so test-time augmentation visibly changes it.
+    """
+    from onnx import helper
+
+    card = make_band_model(folder, name, centres=(0.1, 0.9), tile=tile)  # the card; graph below
+    w = np.zeros((2, 1, 3, 3), np.float32)
+    w[1, 0] = [[0, 0, 0], [0, 4, 8], [0, 0, -2]]
+    b = np.array([0, -4], np.float32)
+    nodes = [
+        helper.make_node("Conv", ["image", "W", "B"], ["logits"], pads=[1, 1, 1, 1]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    _save_onnx(folder, name, nodes, "probabilities", 2, {"W": w, "B": b})
+    return card

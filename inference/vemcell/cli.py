@@ -20,6 +20,7 @@ from vemcell.errors import VemcellError
 COMMANDS: dict[str, str] = {
     "info": "info",
     "segment": "segment",
+    "pseudolabel": "pseudolabel",
     "run": "run",
     "mesh": "mesh",
     "measure": "measure",

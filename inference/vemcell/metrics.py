@@ -10,9 +10,13 @@ import numpy as np
 
 from vemcell.errors import VemcellError
 
+# Label value for voxels nobody labelled (partial annotations, unsure pseudo-labels): training
+# leaves them out of the loss and evaluation out of the score.
+UNLABELLED = 255
+
 
 def confusion_matrix(
-    pred: np.ndarray, truth: np.ndarray, n_classes: int, ignore: int | None = 255
+    pred: np.ndarray, truth: np.ndarray, n_classes: int, ignore: int | None = UNLABELLED
 ) -> np.ndarray:
     """Counts ``cm[t, p]`` of voxels with true class ``t`` predicted as ``p`` (int64).
 
@@ -51,7 +55,7 @@ def iou_from_confusion(cm: np.ndarray) -> np.ndarray:
 
 
 def iou_per_class(
-    pred: np.ndarray, truth: np.ndarray, n_classes: int, ignore: int | None = 255
+    pred: np.ndarray, truth: np.ndarray, n_classes: int, ignore: int | None = UNLABELLED
 ) -> np.ndarray:
     """IoU of every class (NaN for a class absent from both prediction and truth)."""
     return iou_from_confusion(confusion_matrix(pred, truth, n_classes, ignore))
@@ -90,7 +94,11 @@ def parse_label_map(spec: str | None) -> dict[str, int] | None:
 def apply_label_map(
     labels: np.ndarray, mapping: dict[str, int] | None, n_classes: int
 ) -> np.ndarray:
-    """Map raw label values to class indices; unlisted values keep their value (or ``*``'s)."""
+    """Map raw label values to class indices; unlisted values keep their value (or ``*``'s).
+
+    :data:`UNLABELLED` (255) stays, meaning "not labelled". A volume whose only other value is
+    0 is refused: that is a 0/255 binary mask, whose 255 must be mapped to a class.
+    """
     labels = np.asarray(labels)
     if mapping:
         values = np.unique(labels)
@@ -100,10 +108,20 @@ def apply_label_map(
         )
         idx = np.searchsorted(lut_keys, labels.astype(np.int64))
         labels = mapped[idx]
-    top = int(labels.max()) if labels.size else 0
-    if top >= n_classes or (labels.size and int(labels.min()) < 0):
+    if not labels.size:
+        return labels.astype(np.uint8)
+    lo, hi = int(labels.min()), int(labels.max())
+    if hi == UNLABELLED and n_classes <= UNLABELLED:
+        rest = labels[labels != UNLABELLED]
+        if not rest.size or int(rest.max()) == 0:
+            raise VemcellError(
+                "The labels hold only 0 and 255: 255 means 'not labelled', so if it marks a "
+                "class give a --label-map such as '255=1'."
+            )
+        hi = int(rest.max())
+    if hi >= n_classes or lo < 0:
         raise VemcellError(
-            f"The labels hold value {top}, but there are only {n_classes} classes "
-            f"(0..{n_classes - 1}); give a --label-map."
+            f"The labels hold value {hi if hi >= n_classes else lo}, but there are only "
+            f"{n_classes} classes (0..{n_classes - 1}; 255 = not labelled); give a --label-map."
         )
     return labels.astype(np.uint8)

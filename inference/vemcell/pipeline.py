@@ -47,6 +47,7 @@ class RunOptions:
     median: int = 3
     fuse: str = "mean"
     denoise: str = "none"
+    tta: bool = False  # average 8 rotations / mirror images of each slice
     voxel_size_nm: tuple[float, float, float] | None = None
     smooth: int | None = None  # None: iterations chosen from the voxel anisotropy
     decimate: float = 0.5
@@ -62,6 +63,7 @@ class RunOptions:
             "median": self.median,
             "fuse": self.fuse,
             "denoise": self.denoise,
+            "tta": self.tta,
         }
 
 

@@ -105,6 +105,13 @@ def argmax_resized(scores: Iterable[np.ndarray], shape: Sequence[int]) -> np.nda
     Scores are resized linearly one class at a time, so memory stays at three bytes per output
     voxel whatever the number of classes; ties go to the lower class.
     """
+    return argmax_and_score_resized(scores, shape)[0]
+
+
+def argmax_and_score_resized(
+    scores: Iterable[np.ndarray], shape: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`argmax_resized` and the winning class's interpolated uint8 score per voxel."""
     shape = tuple(int(s) for s in shape)
     out = np.zeros(shape, dtype=np.uint8)
     best = None
@@ -120,7 +127,7 @@ def argmax_resized(scores: Iterable[np.ndarray], shape: Sequence[int]) -> np.nda
         np.maximum(best, cover, out=best)
     if best is None:
         raise VemcellError("No class scores to resize.")
-    return out
+    return out, best
 
 
 def resize_labels(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:

@@ -21,9 +21,9 @@ from torch.nn import functional as F
 from vemcell import preprocess
 from vemcell.errors import VemcellError
 from vemcell.io import read_volume
-from vemcell.metrics import apply_label_map
+from vemcell.metrics import UNLABELLED, apply_label_map
 
-IGNORE = 255
+IGNORE = UNLABELLED  # label value left out of the loss and the validation scores
 
 
 @dataclass

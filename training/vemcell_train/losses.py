@@ -70,7 +70,7 @@ class TverskyLoss(nn.Module):
         fn = ((1 - probs) * onehot).sum(dims)
         ti = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
         loss = (1 - ti).clamp_min(0).pow(1.0 / self.gamma).mean()
-        if self.ce_weight > 0:
+        if self.ce_weight > 0 and bool(valid.any()):  # (a batch all unlabelled: no CE)
             loss = loss + self.ce_weight * F.cross_entropy(
                 logits, target.long(), weight=self.ce_class_weights, ignore_index=self.ignore_index
             )

@@ -29,7 +29,7 @@ import numpy as np
 
 from vemcell import synth
 from vemcell.errors import VemcellError
-from vemcell_train.data import VolumePair, prepare_pair
+from vemcell_train.data import VolumePair, load_pair, prepare_pair
 from vemcell_train.train import TrainConfig, train
 
 CMEROLAE_VOXEL_NM = 20.0
@@ -85,14 +85,16 @@ def _card(
     }
 
 
-def cmerolae_card() -> dict:
+def cmerolae_card(voxel_nm: float = CMEROLAE_VOXEL_NM) -> dict:
     """The card fields of the synthetic C. merolae model known before training."""
+    fine = voxel_nm != CMEROLAE_VOXEL_NM
     return _card(
-        "cmerolae6",
-        "C. merolae cell and organelles (6 classes, synthetic FIB-SEM training data)",
+        f"cmerolae6_{voxel_nm:g}nm" if fine else "cmerolae6",
+        "C. merolae cell and organelles (6 classes, synthetic FIB-SEM training data"
+        + (f", {voxel_nm:g} nm)" if fine else ")"),
         synth.CLASS_NAMES,
         CMEROLAE_NORMALISATION,
-        CMEROLAE_VOXEL_NM,
+        voxel_nm,
         "Trained only on synthetic volumes from vemcell.synth (no third-party data).",
     )
 
@@ -139,8 +141,9 @@ def synthetic_volumes(
     shape: tuple[int, int, int],
     directions: int = 3,
     cache: Path | None = None,
+    voxel_nm: float = CMEROLAE_VOXEL_NM,
 ) -> list[VolumePair]:
-    """Generate and prepare synthetic volumes, cycling the five cell-cycle stages.
+    """Generate and prepare synthetic volumes at ``voxel_nm``, cycling the cell-cycle stages.
 
     With ``cache``, generated volumes are kept there as ``.npz`` so a resumed run does not
     generate them again (generation is deterministic, so the cache only saves time).
@@ -148,14 +151,16 @@ def synthetic_volumes(
     out = []
     for i, seed in enumerate(seeds):
         stages = [1 + (i + k) % 5 for k in range(5)]
+        grid = "" if voxel_nm == CMEROLAE_VOXEL_NM else f"-{voxel_nm:g}nm"
         key = f"synth-{synth.GENERATOR_VERSION.replace('/', '')}-{seed}-{'x'.join(map(str, shape))}"
+        key += grid
         hit = cache / f"{key}-{''.join(map(str, stages))}.npz" if cache else None
         if hit is not None and hit.exists():
             with np.load(hit) as z:
                 image, labels = z["image"], z["labels"]
         else:
             r = synth.generate(
-                shape=shape, voxel_nm=CMEROLAE_VOXEL_NM, stages=stages, seed=seed, randomise=True
+                shape=shape, voxel_nm=voxel_nm, stages=stages, seed=seed, randomise=True
             )
             image, labels = r.image, r.labels
             if hit is not None:
@@ -165,9 +170,9 @@ def synthetic_volumes(
             prepare_pair(
                 image,
                 labels,
-                (CMEROLAE_VOXEL_NM,) * 3,
+                (voxel_nm,) * 3,
                 normalisation=CMEROLAE_NORMALISATION,
-                target_nm=CMEROLAE_VOXEL_NM,
+                target_nm=voxel_nm,
                 directions=directions,
                 n_classes=len(synth.CLASS_NAMES),
                 name=f"synth-seed{seed}",
@@ -210,20 +215,23 @@ def cmerolae6(
     resume: bool,
     init_from: Path | None = None,
     cache: Path | None = None,
+    voxel_nm: float = CMEROLAE_VOXEL_NM,
 ) -> dict:
     """Generate the data and train; returns the training history."""
     t0 = time.perf_counter()
     cache = cache or out_dir / "synth-cache"
-    train_vols = synthetic_volumes([1000 + i for i in range(n_train)], shape, cache=cache)
-    val_vols = synthetic_volumes([9000 + i for i in range(3)], shape, cache=cache)
+    seeds = [1000 + i for i in range(n_train)]
+    train_vols = synthetic_volumes(seeds, shape, cache=cache, voxel_nm=voxel_nm)
+    val_vols = synthetic_volumes(
+        [9000 + i for i in range(3)], shape, cache=cache, voxel_nm=voxel_nm
+    )
     print(f"generated {n_train}+3 volumes in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     data = (
-        f"{n_train} synthetic volumes {list(shape)} (Z, Y, X) at 20 nm from vemcell.synth "
-        f"(seeds 1000–{999 + n_train}, randomised imaging, stages 1–5)"
+        f"{n_train} synthetic volumes {list(shape)} (Z, Y, X) at {voxel_nm:g} nm from "
+        f"vemcell.synth (seeds 1000–{999 + n_train}, randomised imaging, stages 1–5)"
     )
-    return _train(
-        "cmerolae6", cmerolae_card(), data, out_dir, config, train_vols, val_vols, resume, init_from
-    )
+    card = cmerolae_card(voxel_nm)
+    return _train("cmerolae6", card, data, out_dir, config, train_vols, val_vols, resume, init_from)
 
 
 def serial_sections(
@@ -268,6 +276,31 @@ def sections_pair(
     )
 
 
+def extra_pairs(
+    extra: list[tuple[Path, Path]] | None, normalisation: dict, voxel_nm: float, n_classes: int
+) -> tuple[list[VolumePair], str]:
+    """More serial-section training pairs (e.g. ``vemcell pseudolabel`` output) and their note.
+
+    They are prepared as the recipe's own sections are (XY only, resampled in the plane); 255
+    in their labels marks voxels left out of the loss.
+    """
+    pairs = [
+        load_pair(
+            image,
+            labels,
+            normalisation=normalisation,
+            target_nm=voxel_nm,
+            directions=1,
+            n_classes=n_classes,
+        )
+        for image, labels in extra or []
+    ]
+    note = "".join(
+        f"; plus {Path(i).name} with the labels {Path(lab).name}" for i, lab in extra or []
+    )
+    return pairs, note
+
+
 def _xy_only(recipe: str, n_sections: int, config: TrainConfig) -> None:
     if config.directions != 1:
         raise VemcellError(
@@ -282,16 +315,21 @@ def vnc5(
     init_from: Path | None = None,
     data_dir: Path = VNC_DATA,
     voxel_nm: float = VNC_VOXEL_NM,
+    extra: list[tuple[Path, Path]] | None = None,
 ) -> dict:
-    """Train the 5-class VNC model on sections 0–9, picking checkpoints on 10; 11–13 unseen."""
+    """Train the 5-class VNC model on sections 0–9, picking checkpoints on 10; 11–13 unseen.
+
+    ``extra`` adds (image, labels) pairs, such as the pseudo-labelled ``unlabelled_stack2``.
+    """
     _xy_only("vnc5", 14, config)
     train_s, ckpt_s = serial_sections(data_dir, VNC_LABELS, VNC_TRAIN, VNC_CHECKPOINTS)
     n = len(VNC_CLASSES)
+    more, note = extra_pairs(extra, VNC_NORMALISATION, voxel_nm, n)
     data = (
         f"vnc_sstem (Gerhard et al. 2013, Drosophila larval VNC) sections {VNC_TRAIN[0]}–"
         f"{VNC_TRAIN[1] - 1} of 14 (1024 × 1024 at 50 × 4.6 × 4.6 nm), resampled to "
         f"{voxel_nm:g} nm in the plane; section {VNC_CHECKPOINTS[0]} picked the checkpoint, "
-        f"sections {VNC_HELD_OUT[0]}–{VNC_HELD_OUT[1] - 1} held out for scoring only"
+        f"sections {VNC_HELD_OUT[0]}–{VNC_HELD_OUT[1] - 1} held out for scoring only{note}"
     )
     return _train(
         "vnc5",
@@ -299,7 +337,7 @@ def vnc5(
         data,
         out_dir,
         config,
-        [sections_pair(train_s, VNC_TRAIN, VNC_NORMALISATION, voxel_nm, n, "vnc_sstem")],
+        [sections_pair(train_s, VNC_TRAIN, VNC_NORMALISATION, voxel_nm, n, "vnc_sstem"), *more],
         [sections_pair(ckpt_s, VNC_CHECKPOINTS, VNC_NORMALISATION, voxel_nm, n, "vnc_sstem")],
         resume,
         init_from,
@@ -313,14 +351,16 @@ def plastid(
     init_from: Path | None = None,
     data_dir: Path = PLASTID_DATA,
     voxel_nm: float = PLASTID_VOXEL_NM,
+    extra: list[tuple[Path, Path]] | None = None,
 ) -> dict:
     """Train the plastid model on sections 0–4, validating on 5–6; returns the history."""
     _xy_only("plastid", 7, config)
+    more, note = extra_pairs(extra, PLASTID_NORMALISATION, voxel_nm, 2)
     data = (
         f"plant_leaf_sem (WSU PlantBio ML example data) sections {PLASTID_TRAIN[0]}–"
         f"{PLASTID_TRAIN[1] - 1} of 7 (2341 × 3293 at 40 × 10 × 10 nm, every chloroplast "
         f"instance > 0 = plastid), resampled to {voxel_nm:g} nm in the plane; sections "
-        f"{PLASTID_HELD_OUT[0]}–{PLASTID_HELD_OUT[1] - 1} held out for validation"
+        f"{PLASTID_HELD_OUT[0]}–{PLASTID_HELD_OUT[1] - 1} held out for validation{note}"
     )
     ranges = (PLASTID_TRAIN, PLASTID_HELD_OUT)
     train_vol, val_vol = (
@@ -335,7 +375,7 @@ def plastid(
         data,
         out_dir,
         config,
-        [train_vol],
+        [train_vol, *more],
         [val_vol],
         resume,
         init_from,
@@ -429,7 +469,9 @@ def score_vnc5(model: Path, out_dir: Path, data_dir: Path = VNC_DATA) -> dict:
     return summary
 
 
-def score_cmerolae6(model: Path, out_dir: Path, shape, seed0: int = 7000) -> dict:
+def score_cmerolae6(
+    model: Path, out_dir: Path, shape, seed0: int = 7000, voxel_nm: float = CMEROLAE_VOXEL_NM
+) -> dict:
     """Score a model on fresh synthetic volumes, one per cell-cycle stage, 1 and 3 directions.
 
     Every volume is generated with a seed the training never used, written as a TIFF pair and
@@ -449,7 +491,7 @@ def score_cmerolae6(model: Path, out_dir: Path, shape, seed0: int = 7000) -> dic
     for stage in range(1, 6):
         r = synth.generate(
             shape=shape,
-            voxel_nm=CMEROLAE_VOXEL_NM,
+            voxel_nm=voxel_nm,
             stages=[stage],
             seed=seed0 + stage,
             randomise=True,
@@ -472,7 +514,8 @@ def score_cmerolae6(model: Path, out_dir: Path, shape, seed0: int = 7000) -> dic
             means[d][c] = round(sum(vals) / len(vals), 4) if vals else None
     present = [v for v in means[3].values() if v is not None]
     summary: dict = {
-        "data": f"5 fresh synthetic volumes {list(shape)} at 20 nm, one per cell-cycle stage, "
+        "data": f"5 fresh synthetic volumes {list(shape)} at {voxel_nm:g} nm, one per cell-cycle "
+        "stage, "
         f"seeds {seed0 + 1}–{seed0 + 5} (never used in training)",
         "method": "vemcell evaluate (vemcell.segment.segment, median 3), IoU per class, "
         "mean over the five stages",
@@ -502,7 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--voxel-nm",
         type=float,
-        help=f"plastid/vnc5: working pixel (default {PLASTID_VOXEL_NM:g} / {VNC_VOXEL_NM:g})",
+        help=f"working pixel in nm (default: cmerolae6 {CMEROLAE_VOXEL_NM:g}, plastid "
+        f"{PLASTID_VOXEL_NM:g}, vnc5 {VNC_VOXEL_NM:g}); score-cmerolae6: the test volumes' voxel",
     )
     p.add_argument("--shape", type=int, nargs=3, default=(128, 192, 192))
     p.add_argument(
@@ -513,6 +557,14 @@ def main(argv: list[str] | None = None) -> int:
         "--init", type=Path, help="start from this checkpoint's weights (fine-tune, or widen)"
     )
     p.add_argument("--cache", type=Path, help="folder of cached synthetic volumes")
+    p.add_argument(
+        "--extra",
+        nargs=2,
+        type=Path,
+        action="append",
+        metavar=("IMAGE", "LABELS"),
+        help="plastid/vnc5: one more training pair, e.g. vemcell pseudolabel output (repeatable)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     serial = args.recipe.removeprefix("score-") in ("plastid", "vnc5")
@@ -527,8 +579,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     if args.recipe.startswith("score-") and args.model is None:
         p.error(f"{args.recipe} needs --model")
+    if args.extra and not serial:
+        p.error("--extra adds serial-section pairs to the plastid and vnc5 recipes only")
     if args.recipe == "score-cmerolae6":
-        score_cmerolae6(args.model, args.out, tuple(args.shape), args.seed0)
+        voxel = args.voxel_nm or CMEROLAE_VOXEL_NM
+        score_cmerolae6(args.model, args.out, tuple(args.shape), args.seed0, voxel)
         return 0
     if args.recipe == "score-plastid":
         score_plastid(args.model, args.out, data_dir)
@@ -537,13 +592,15 @@ def main(argv: list[str] | None = None) -> int:
         score_vnc5(args.model, args.out, data_dir)
         return 0
     if args.recipe == "plastid":
-        plastid(args.out, cfg, args.resume, args.init, data_dir, args.voxel_nm or PLASTID_VOXEL_NM)
+        voxel = args.voxel_nm or PLASTID_VOXEL_NM
+        plastid(args.out, cfg, args.resume, args.init, data_dir, voxel, args.extra)
     elif args.recipe == "vnc5":
-        vnc5(args.out, cfg, args.resume, args.init, data_dir, args.voxel_nm or VNC_VOXEL_NM)
+        voxel = args.voxel_nm or VNC_VOXEL_NM
+        vnc5(args.out, cfg, args.resume, args.init, data_dir, voxel, args.extra)
     else:
-        cmerolae6(
-            args.out, cfg, args.volumes, tuple(args.shape), args.resume, args.init, args.cache
-        )
+        voxel = args.voxel_nm or CMEROLAE_VOXEL_NM
+        shape = tuple(args.shape)
+        cmerolae6(args.out, cfg, args.volumes, shape, args.resume, args.init, args.cache, voxel)
     print(f"total {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     return 0
 

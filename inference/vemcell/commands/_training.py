@@ -75,7 +75,11 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
     d.add_argument("--images", nargs="+", required=True, metavar="TIF", help="image volumes")
     d.add_argument(
-        "--labels", nargs="+", required=True, metavar="TIF", help="label volumes (same order)"
+        "--labels",
+        nargs="+",
+        required=True,
+        metavar="TIF",
+        help="label volumes (same order); 255 marks voxels nobody labelled (left out)",
     )
     d.add_argument(
         "--classes", required=True, help="JSON: class names (index = label value) and colours"

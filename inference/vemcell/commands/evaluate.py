@@ -15,10 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from vemcell.commands.info import add_directions_argument
+from vemcell.commands.info import add_directions_argument, add_tta_argument
 from vemcell.errors import VemcellError
 from vemcell.io import atomic_path, read_volume
-from vemcell.metrics import apply_label_map, iou_per_class, iou_report, parse_label_map
+from vemcell.metrics import (
+    UNLABELLED,
+    apply_label_map,
+    iou_per_class,
+    iou_report,
+    parse_label_map,
+)
 from vemcell.modelcard import ModelCard, resolve_model
 from vemcell.progress import Progress
 
@@ -31,6 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", required=True, help="ground-truth label volume (same shape)")
     add_directions_argument(p, "predict XY slices only (1) or XY, XZ and YZ fused (3)")
     p.add_argument("--median", type=int, default=3, help="3D median filter size (0: none)")
+    add_tta_argument(p)
     p.add_argument("--label-map", help="map label values to classes, e.g. '0=0,*=3'")
     p.add_argument(
         "--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"), help="override, in nm"
@@ -51,6 +58,7 @@ def evaluate(
     threads: int | None = None,
     progress: Progress | None = None,
     segmenter: Any = None,
+    tta: bool = False,
 ) -> dict[str, Any]:
     """Segment ``image_path`` with ``card``'s model and score it against ``labels_path``."""
     from vemcell.segment import segment
@@ -72,9 +80,10 @@ def evaluate(
         threads=threads,
         progress=progress,
         segmenter=segmenter,
+        tta=tta,
     )
     seconds = time.perf_counter() - t0
-    iou = iou_per_class(result.labels, truth, card.n_classes, ignore=None)
+    iou = iou_per_class(result.labels, truth, card.n_classes, ignore=UNLABELLED)
     report = iou_report(iou, card.class_names)
     report.update(
         {
@@ -83,8 +92,10 @@ def evaluate(
             "labels": str(labels_path),
             "directions": result.directions,
             "median": median,
+            "tta": tta,
             "seconds": round(seconds, 2),
             "voxels": int(np.prod(vol.shape)),
+            "unlabelled_voxels": int(np.count_nonzero(truth == UNLABELLED)),
         }
     )
     return report
@@ -106,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
             voxel_size_nm=args.voxel_size,
             threads=args.threads,
             progress=progress,
+            tta=args.tta,
         )
     if args.json:
         with atomic_path(args.json) as tmp:

@@ -39,6 +39,15 @@ def add_directions_argument(p: Any, help: str, auto: bool = True) -> None:
     )
 
 
+def add_tta_argument(p: argparse.ArgumentParser) -> None:
+    """The shared ``--tta`` (test-time augmentation)."""
+    p.add_argument(
+        "--tta",
+        action="store_true",
+        help="average each slice's 8 rotations and mirror images (steadier, 8x slower)",
+    )
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("volume", help="TIFF stack, folder of slices, MRC file or Zarr store")
     add_voxel_argument(p)

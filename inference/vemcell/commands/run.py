@@ -65,6 +65,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         median=args.median,
         fuse=args.fuse,
         denoise=args.denoise,
+        tta=args.tta,
         voxel_size_nm=tuple(args.voxel_size) if args.voxel_size else None,
         smooth=args.smooth,
         decimate=args.decimate,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
-from vemcell.commands.info import add_directions_argument, add_voxel_argument
+from vemcell.commands.info import add_directions_argument, add_tta_argument, add_voxel_argument
 from vemcell.progress import Progress
 
 HELP = "segment organelles with an ONNX U-Net (1 or 3 directions) into a label TIFF"
@@ -33,6 +35,7 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
         default="mean",
         help="combine the 3 directions by mean probability or per-class maximum",
     )
+    add_tta_argument(p)
     p.add_argument(
         "--denoise",
         choices=["none", "median", "bilateral"],
@@ -52,17 +55,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_segmentation_arguments(p)
 
 
-def run(args: argparse.Namespace) -> int:
+def read_and_segment(args: argparse.Namespace, prog: Progress, **extra: Any) -> tuple:
+    """Read ``args.volume`` and segment it with the shared options; returns (volume, card, result).
+
+    ``extra`` goes to :func:`vemcell.segment.segment` (e.g. ``confidence=True``).
+    """
     from vemcell import segment
-    from vemcell.io import read_volume, write_tiff
+    from vemcell.io import read_volume
     from vemcell.modelcard import resolve_model
 
-    prog = Progress(args.progress, [("read", 3), ("segment", 95), ("write", 2)])
     card = resolve_model(args.model)
     with prog.stage("read", "reading the volume"):
         vol = read_volume(args.volume, voxel_size_nm=args.voxel_size)
     for note in vol.notes:
-        print(f"note: {note}", file=__import__("sys").stderr)
+        print(f"note: {note}", file=sys.stderr)
     with prog.stage("segment", f"segmenting with {card.name}"):
         result = segment.segment(
             vol,
@@ -73,7 +79,18 @@ def run(args: argparse.Namespace) -> int:
             denoise=args.denoise,
             threads=args.threads,
             progress=prog,
+            tta=args.tta,
+            **extra,
         )
+    return vol, card, result
+
+
+def run(args: argparse.Namespace) -> int:
+    from vemcell import segment
+    from vemcell.io import write_tiff
+
+    prog = Progress(args.progress, [("read", 3), ("segment", 95), ("write", 2)])
+    vol, card, result = read_and_segment(args, prog)
     with prog.stage("write", "writing labels"):
         write_tiff(args.out, result.labels, vol.voxel_size_nm, metadata=segment.label_info(card))
     prog.done(f"wrote {args.out}")
