@@ -44,7 +44,8 @@ def two_cells(path, shape=(48, 64, 96)):
 def test_run_writes_the_whole_run_folder(tmp_path, band_model, capsys):
     vol = two_cells(tmp_path / "cells.tif")
     out = tmp_path / "run"
-    rc = main(["run", str(vol), "--out", str(out), "--model", str(band_model), "--threads", "1"])
+    args = ["run", str(vol), "--out", str(out), "--model", str(band_model), "--threads", "1"]
+    rc = main([*args, "--tta"])
     assert rc == 0, capsys.readouterr().err
     for name in ("labels.tif", "scene.glb", "scene.json", "measurements.csv", "report.json"):
         assert (out / name).is_file(), name
@@ -55,6 +56,7 @@ def test_run_writes_the_whole_run_folder(tmp_path, band_model, capsys):
     assert [c["name"] for c in info["classes"]] == ["background", "cytoplasm", "nucleus"]
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["name"] == "band"
+    assert report["parameters"]["tta"] is True
     assert set(report["timings_s"]) >= {"read", "segment", "mesh", "measure", "write", "total"}
     assert report["peak_rss_mb"] > 0
     assert "missing" not in report["versions"].values(), report["versions"]

@@ -102,7 +102,7 @@ def test_unlabelled_pixels_are_left_out_of_the_loss() -> None:
     assert TverskyLoss(0.5, 0.5, ce_weight=0.5)(logits, nothing).item() == 0.0  # not NaN
 
 
-def test_train_cli_trains_on_partly_labelled_volumes(tmp_path: Path) -> None:
+def test_train_cli_trains_on_partly_labelled_volumes(tmp_path: Path, capsys) -> None:
     image, labels = blobs(4)
     labels = labels.copy()
     labels[:, :, labels.shape[2] // 2 :] = IGNORE  # only the left half was labelled
@@ -113,6 +113,7 @@ def test_train_cli_trains_on_partly_labelled_volumes(tmp_path: Path) -> None:
     args += ["--classes", str(tmp_path / "classes.json"), "--out", str(tmp_path / "run")]
     args += ["--epochs", "2", "--steps", "4", "--batch-size", "4", "--tile", "32"]
     assert main(["train", *args, "--width", "4", "--progress", "none"]) == 0
+    assert "img.tif: 50.0 % of voxels not labelled" in capsys.readouterr().err
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
     assert (tmp_path / "run" / "best.pt").exists()

@@ -259,6 +259,13 @@ def train(
         f"volume(s), {config.epochs} epochs × {config.steps_per_epoch} steps × "
         f"{config.batch_size} tiles of {config.tile}², {config.threads} thread(s)"
     )
+    for v in train_volumes:
+        unlabelled = float(np.mean(v.labels == IGNORE))
+        if unlabelled:
+            log(
+                f"{v.name or 'a volume'}: {100 * unlabelled:.1f} % of voxels not labelled "
+                "(left out)"
+            )
     total_steps = max(1, (config.epochs - start_epoch) * config.steps_per_epoch)
     done_steps = 0
     for epoch in range(start_epoch, config.epochs):
