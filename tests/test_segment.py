@@ -335,6 +335,8 @@ def test_confidence_is_the_chosen_class_probability_and_marks_unsure_voxels(tmp_
     # the pointwise model's probability of the ball's class at intensity 0.9, as uint8
     expect = 1 / (1 + np.exp(-20 * 0.16) + np.exp(-20 * 0.64))
     assert abs(int(sure.confidence[truth == 2].min()) - 255 * expect) <= 3
+    by_max = segment.segment(vol, card, directions=3, median=0, fuse="max", confidence=True)
+    assert abs(int(by_max.confidence[truth == 2].min()) - 255 * expect) <= 3
     # with the median box the probabilities are averaged, so class boundaries become unsure
     boxed = segment.segment(vol, card, directions=3, median=3, confidence=True)
     labels = pseudo_labels(boxed.labels, boxed.confidence, 0.8)

@@ -482,6 +482,9 @@ def segment(
             (ndimage.uniform_filter(sc, box, mode="nearest") for sc in scores), volume.shape
         )
         del scores
+        if confidence and fuse == "max" and directions == 3:
+            # per-class maxima of 0..85 scores: rescale to the best direction's probability
+            certainty = np.minimum(certainty.astype(np.uint16) * 3, 255).astype(np.uint8)
     return SegmentResult(
         labels=labels,
         working_voxel_nm=work_voxel,
