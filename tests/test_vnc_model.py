@@ -58,6 +58,6 @@ def test_vnc_model_splits_neurites_along_its_membranes(tmp_path):
     errors = [
         im.adapted_rand_error(ndi.label(lab[z] != 1)[0], ids[z])["error"] for z in range(len(lab))
     ]
-    assert ids.max() > 100 and np.mean(errors) < 0.25  # measured: 219 neurites, 0.14
+    assert ids.max() > 100 and np.mean(errors) < 0.25  # measured: 220 neurites, 0.13
     spans = [len(np.unique(ids[z])) for z in range(len(lab))]
     assert ids.max() < sum(spans)  # sections are joined into 3D neurites
