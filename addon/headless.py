@@ -79,6 +79,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="auto: 3 where the volume can be resliced, else 1 (XY only)",
     )
     g.add_argument("--median", type=int, default=3)
+    g.add_argument("--tta", action="store_true", help="average 8 rotations/mirror images per slice")
     g.add_argument("--smooth", type=int, default=None)
     g.add_argument("--decimate", type=float, default=None)
     g.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"))
@@ -139,6 +140,7 @@ def main(argv: list[str]) -> int:
             voxel_size_nm=tuple(args.voxel_size) if args.voxel_size else None,
             directions=args.directions,
             median=args.median,
+            tta=args.tta,
             separate_cells="off" if args.no_cells else "auto",
             smooth=args.smooth,
             decimate=args.decimate,

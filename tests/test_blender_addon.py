@@ -379,6 +379,7 @@ def test_run_options_match_the_backend_cli(core, tmp_path):
         voxel_size_nm=(30.0, 10.0, 10.0),
         directions=1,
         median=5,
+        tta=True,
         separate_cells="off",
         foreground="threshold",
         smooth=4,
@@ -388,8 +389,9 @@ def test_run_options_match_the_backend_cli(core, tmp_path):
     assert args.volume == "v.tif" and args.progress == "json"
     assert args.voxel_size == [30.0, 10.0, 10.0] and args.directions == 1 and args.median == 5
     assert args.smooth == 4 and args.decimate == 0.3 and args.separate_cells == "off"
+    assert args.tta is True
     default = build_parser().parse_args(core["backend"].RunOptions("v.tif").arguments(tmp_path))
-    assert default.directions == "auto"
+    assert default.directions == "auto" and default.tta is False
 
 
 @pytest.fixture(scope="module")

@@ -110,6 +110,7 @@ class RunOptions:
     voxel_size_nm: tuple[float, float, float] | None = None
     directions: int | str = "auto"
     median: int = 3
+    tta: bool = False
     separate_cells: str = "auto"
     foreground: str = "auto"
     smooth: int | None = None
@@ -124,6 +125,8 @@ class RunOptions:
         if self.voxel_size_nm is not None:
             args += ["--voxel-size", *(f"{v:g}" for v in self.voxel_size_nm)]
         args += ["--directions", str(self.directions), "--median", str(int(self.median))]
+        if self.tta:
+            args.append("--tta")
         if self.smooth is not None:
             args += ["--smooth", str(int(self.smooth))]
         if self.decimate is not None:

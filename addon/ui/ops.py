@@ -29,6 +29,7 @@ def _options(settings: props.VemcellSettings) -> backend.RunOptions:
         voxel_size_nm=None if from_file else tuple(settings.voxel_size),
         directions="auto" if settings.directions == "AUTO" else int(settings.directions),
         median=settings.median,
+        tta=settings.tta,
         separate_cells="auto" if settings.separate_cells else "off",
         foreground=settings.foreground,
         smooth=settings.smooth,
