@@ -2,9 +2,9 @@
 
 The paper's method: predict class probabilities on the XY, XZ and YZ slice stacks of an
 isotropic volume, fuse them per voxel, take the most probable class and clean the result with a
-3D median filter. Accumulators are uint8 (each direction's probabilities quantised to 0..85, so
-three of them sum within 255), which keeps a 512³ six-class volume under a gigabyte of fusion
-state.
+3D median filter. Accumulators are uint8 (for the mean each direction's probabilities are
+quantised to 0..85, so three of them sum within 255; a maximum keeps 0..255), which keeps a
+512³ six-class volume under a gigabyte of fusion state.
 """
 
 from __future__ import annotations
@@ -280,13 +280,13 @@ def fused_scores(
 ) -> np.ndarray:
     """Fused class probabilities (C, Z, Y, X) as uint8 scores (255 = certain).
 
-    Each direction's probabilities are quantised to 0..85 and summed (or maxed) over the three
-    directions; one direction is quantised to 0..255.
+    With ``fuse="mean"`` each of three directions' probabilities is quantised to 0..85 and the
+    three are summed; one direction, or the per-class maximum (``fuse="max"``), uses 0..255.
     """
     image = _check_inputs(image, card, directions, fuse, 0)
     seg = segmenter or Segmenter(card, threads=threads)
     axes = (0,) if directions == 1 else (0, 1, 2)
-    quant = _QUANT * 3 // len(axes)
+    quant = _QUANT * 3 // len(axes) if fuse == "mean" else 255
     total = sum(image.shape[ax] for ax in axes)
     done = 0
     acc = np.zeros((card.n_classes, *image.shape), np.uint8)
@@ -482,9 +482,6 @@ def segment(
             (ndimage.uniform_filter(sc, box, mode="nearest") for sc in scores), volume.shape
         )
         del scores
-        if confidence and fuse == "max" and directions == 3:
-            # per-class maxima of 0..85 scores: rescale to the best direction's probability
-            certainty = np.minimum(certainty.astype(np.uint16) * 3, 255).astype(np.uint8)
     return SegmentResult(
         labels=labels,
         working_voxel_nm=work_voxel,
