@@ -59,6 +59,9 @@ VNC_TRAIN = (0, 10)  # sections [0, 10) train
 VNC_CHECKPOINTS = (10, 11)  # section 10 picks the best checkpoint
 VNC_HELD_OUT = (11, 14)  # sections [11, 14) are only scored
 
+# each recipe's working pixel (nm) unless --voxel-nm says otherwise
+VOXEL_NM = {"cmerolae6": CMEROLAE_VOXEL_NM, "plastid": PLASTID_VOXEL_NM, "vnc5": VNC_VOXEL_NM}
+
 
 def _card(
     name: str,
@@ -149,11 +152,11 @@ def synthetic_volumes(
     generate them again (generation is deterministic, so the cache only saves time).
     """
     out = []
+    grid = "" if voxel_nm == CMEROLAE_VOXEL_NM else f"-{voxel_nm:g}nm"  # 20 nm keeps old keys
+    version = synth.GENERATOR_VERSION.replace("/", "")
     for i, seed in enumerate(seeds):
         stages = [1 + (i + k) % 5 for k in range(5)]
-        grid = "" if voxel_nm == CMEROLAE_VOXEL_NM else f"-{voxel_nm:g}nm"
-        key = f"synth-{synth.GENERATOR_VERSION.replace('/', '')}-{seed}-{'x'.join(map(str, shape))}"
-        key += grid
+        key = f"synth-{version}-{seed}-{'x'.join(map(str, shape))}{grid}"
         hit = cache / f"{key}-{''.join(map(str, stages))}.npz" if cache else None
         if hit is not None and hit.exists():
             with np.load(hit) as z:
@@ -515,8 +518,7 @@ def score_cmerolae6(
     present = [v for v in means[3].values() if v is not None]
     summary: dict = {
         "data": f"5 fresh synthetic volumes {list(shape)} at {voxel_nm:g} nm, one per cell-cycle "
-        "stage, "
-        f"seeds {seed0 + 1}–{seed0 + 5} (never used in training)",
+        f"stage, seeds {seed0 + 1}–{seed0 + 5} (never used in training)",
         "method": "vemcell evaluate (vemcell.segment.segment, median 3), IoU per class, "
         "mean over the five stages",
         "iou": means[3],
@@ -545,8 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--voxel-nm",
         type=float,
-        help=f"working pixel in nm (default: cmerolae6 {CMEROLAE_VOXEL_NM:g}, plastid "
-        f"{PLASTID_VOXEL_NM:g}, vnc5 {VNC_VOXEL_NM:g}); score-cmerolae6: the test volumes' voxel",
+        help="working pixel in nm (default: "
+        + ", ".join(f"{k} {v:g}" for k, v in VOXEL_NM.items())
+        + "); score-cmerolae6: the test volumes' voxel",
     )
     p.add_argument("--shape", type=int, nargs=3, default=(128, 192, 192))
     p.add_argument(
@@ -581,8 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.recipe} needs --model")
     if args.extra and not serial:
         p.error("--extra adds serial-section pairs to the plastid and vnc5 recipes only")
+    voxel = args.voxel_nm or VOXEL_NM[args.recipe.removeprefix("score-")]
     if args.recipe == "score-cmerolae6":
-        voxel = args.voxel_nm or CMEROLAE_VOXEL_NM
         score_cmerolae6(args.model, args.out, tuple(args.shape), args.seed0, voxel)
         return 0
     if args.recipe == "score-plastid":
@@ -592,13 +595,10 @@ def main(argv: list[str] | None = None) -> int:
         score_vnc5(args.model, args.out, data_dir)
         return 0
     if args.recipe == "plastid":
-        voxel = args.voxel_nm or PLASTID_VOXEL_NM
         plastid(args.out, cfg, args.resume, args.init, data_dir, voxel, args.extra)
     elif args.recipe == "vnc5":
-        voxel = args.voxel_nm or VNC_VOXEL_NM
         vnc5(args.out, cfg, args.resume, args.init, data_dir, voxel, args.extra)
     else:
-        voxel = args.voxel_nm or CMEROLAE_VOXEL_NM
         shape = tuple(args.shape)
         cmerolae6(args.out, cfg, args.volumes, shape, args.resume, args.init, args.cache, voxel)
     print(f"total {time.perf_counter() - t0:.0f}s", file=sys.stderr)
