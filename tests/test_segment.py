@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tiny_models import make_band_model, make_lopsided_model
+from tiny_models import make_band_model, make_context_model, make_lopsided_model
 from vemcell import preprocess, segment
 from vemcell.errors import VemcellError
 from vemcell.io import Volume
@@ -62,6 +62,43 @@ def test_tta_predictions_turn_and_mirror_with_the_slice(tmp_path):
     np.testing.assert_allclose(tta.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(turn(tta), seg.predict_slices(turn(x), tta=True), atol=1e-5)
     np.testing.assert_allclose(mirror(tta), seg.predict_slices(mirror(x), tta=True), atol=1e-5)
+
+
+def test_direction_slices_bring_neighbours_repeated_at_the_faces():
+    vol = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    for axis in range(3):
+        n = vol.shape[axis]
+        plain = segment.direction_slices(vol, axis, 0, n)
+        stacks = segment.direction_slices(vol, axis, 0, n, context=1)
+        assert stacks.shape == (n, 3, *plain.shape[1:])
+        np.testing.assert_array_equal(stacks[:, 1], plain)
+        np.testing.assert_array_equal(stacks[1:, 0], plain[:-1])
+        np.testing.assert_array_equal(stacks[:-1, 2], plain[1:])
+        np.testing.assert_array_equal(stacks[0, 0], plain[0])  # beyond the face: repeated
+        np.testing.assert_array_equal(stacks[-1, 2], plain[-1])
+    part = segment.direction_slices(vol, 0, 1, 3, context=2)  # neighbours outside the range
+    assert part.shape == (2, 5, 5, 6)
+    np.testing.assert_array_equal(part[:, 2], vol[1:3])
+    np.testing.assert_array_equal(part[1, 0], vol[0])
+    np.testing.assert_array_equal(part[0, 4], vol[3])
+
+
+def test_a_model_with_slice_context_gets_each_slice_with_its_neighbours(tmp_path):
+    card = load_card(make_context_model(tmp_path, tile=32))
+    seg = segment.Segmenter(card, threads=1)
+    assert seg.in_channels == 3 and seg.context == 1
+    vol = np.zeros((6, 40, 52), np.float32)
+    vol[2] = 1.0  # the model marks the slice after a bright one
+    for confidence in (False, True):  # labels straight from the model, or via fused scores
+        result = segment.segment(
+            Volume(vol, (50.0, 5.0, 5.0)), card, directions=1, median=0, confidence=confidence
+        )
+        assert result.labels[3].all() and not np.delete(result.labels, 3, axis=0).any()
+    stacks = segment.direction_slices(vol, 0, 0, 6, context=1)
+    plain = seg.predict_slices(stacks)
+    np.testing.assert_allclose(seg.predict_slices(stacks, tta=True), plain, atol=1e-5)
+    with pytest.raises(VemcellError, match="takes 3 slice"):
+        seg.predict_slices(vol)  # single slices for a model that needs three
 
 
 def test_logits_output_gets_softmax(tmp_path):

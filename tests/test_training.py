@@ -16,9 +16,14 @@ from vemcell.errors import VemcellError  # noqa: E402
 from vemcell.io import write_tiff  # noqa: E402
 from vemcell.modelcard import load_card  # noqa: E402
 from vemcell_train.data import IGNORE, Augment, SliceSampler, VolumePair  # noqa: E402
-from vemcell_train.export import export_checkpoint  # noqa: E402
+from vemcell_train.export import calibration_slices, export_checkpoint  # noqa: E402
 from vemcell_train.losses import TverskyLoss  # noqa: E402
-from vemcell_train.model import AttentionUNet, count_parameters, widen_into  # noqa: E402
+from vemcell_train.model import (  # noqa: E402
+    AttentionUNet,
+    add_context_into,
+    count_parameters,
+    widen_into,
+)
 from vemcell_train.train import TrainConfig, load_checkpoint, train  # noqa: E402
 
 CARD = {
@@ -189,6 +194,104 @@ def test_a_trained_network_widens_without_changing_its_output(tmp_path: Path) ->
         start_from_narrow(2)
     with pytest.raises(ValueError, match="narrower"):
         widen_into(narrow, wide)
+
+
+def test_sampler_and_augment_carry_neighbouring_slices_along() -> None:
+    v = pair(0)
+    plain = SliceSampler([v], crop=40, directions=3, balance=0.5, n_classes=3)
+    stacked = SliceSampler([v], crop=40, directions=3, balance=0.5, n_classes=3, context=1)
+    imgs, labs = plain.batch(np.random.default_rng(3), 20)
+    imgs3, labs3 = stacked.batch(np.random.default_rng(3), 20)
+    assert imgs3.shape == (20, 3, 40, 40)
+    np.testing.assert_array_equal(imgs3[:, 1], imgs)  # the same crops, neighbours added
+    np.testing.assert_array_equal(labs3, labs)
+    assert np.abs(imgs3[:, 0] - imgs3[:, 1]).max() > 0
+    same = torch.from_numpy(np.repeat(imgs[:, None], 3, axis=1))  # one geometry for all channels
+    x, y = Augment(noise=0)(same, torch.from_numpy(labs.astype(np.int64)), 32, torch.Generator())
+    assert x.shape == (20, 3, 32, 32) and y.shape == (20, 32, 32)
+    torch.testing.assert_close(x[:, 0], x[:, 2], rtol=0, atol=0)
+
+
+def test_a_network_gains_slice_context_without_changing_its_output(tmp_path: Path, capsys) -> None:
+    vols = [pair(1)]
+    log: list[str] = []
+    train(tiny_config(epochs=1), vols, tmp_path / "single", card=CARD, log=log.append)
+    single_ckpt = tmp_path / "single" / "best.pt"
+    single = AttentionUNet(n_classes=3, base=4)
+    single.load_state_dict(load_checkpoint(single_ckpt)["model"])
+    stacked = AttentionUNet(n_classes=3, base=4, in_channels=3)
+    add_context_into(stacked, single)
+    x = torch.from_numpy(blobs(5)[0][:4, None, :32, :32].astype(np.float32) / 255)
+    x3 = torch.cat([torch.rand_like(x), x, torch.rand_like(x)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(stacked.eval()(x3), single.eval()(x), rtol=0, atol=1e-5)
+    # fine-tuning with --context starts from the single-slice weights; export and run it
+    image, labels = blobs(6)
+    write_tiff(tmp_path / "img.tif", image, (20.0, 20.0, 20.0))
+    write_tiff(tmp_path / "lab.tif", labels, (20.0, 20.0, 20.0))
+    (tmp_path / "classes.json").write_text(json.dumps(["bg", "blob", "dot"]))
+    args = ["--images", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "lab.tif")]
+    args += ["--classes", str(tmp_path / "classes.json"), "--epochs", "1", "--steps", "2"]
+    args += ["--batch-size", "2", "--tile", "32", "--progress", "none"]
+    assert (
+        main(
+            [
+                "train",
+                *args,
+                "--out",
+                str(tmp_path / "c"),
+                "--init",
+                str(single_ckpt),
+                "--context",
+                "1",
+            ]
+        )
+        == 0
+    )
+    assert "now with 1 neighbouring slice(s) on each side" in capsys.readouterr().err
+    ckpt = tmp_path / "c" / "best.pt"
+    assert load_checkpoint(ckpt)["arch"]["in_channels"] == 3
+    # fine-tuning again keeps the checkpoint's context unless told otherwise
+    assert main(["train", *args, "--out", str(tmp_path / "d"), "--init", str(ckpt)]) == 0
+    assert load_checkpoint(tmp_path / "d" / "best.pt")["arch"]["in_channels"] == 3
+    assert main(["train", *args, "--out", str(tmp_path / "e"), "--context", "-1"]) == 2
+    assert "--context must be 0 or more slices" in capsys.readouterr().err
+    onnx = tmp_path / "c.onnx"
+    assert (
+        main(
+            [
+                "export",
+                str(ckpt),
+                "--out",
+                str(onnx),
+                "--int8",
+                "--calibration",
+                str(tmp_path / "img.tif"),
+            ]
+        )
+        == 0
+    )
+    card = load_card(onnx)
+    assert card.raw["input"]["context_slices"] == 1
+    assert json.loads(onnx.with_name("c_int8.json").read_text())["export"]["comparison"]
+    rc = main(
+        [
+            "evaluate",
+            "--model",
+            str(onnx),
+            "--image",
+            str(tmp_path / "img.tif"),
+            "--labels",
+            str(tmp_path / "lab.tif"),
+            "--directions",
+            "3",
+            "--progress",
+            "none",
+        ]
+    )
+    assert rc == 0
+    work = np.random.default_rng(0).random((40, 40, 40), dtype=np.float32)
+    assert calibration_slices(work, 6, 16, 32, context=1).shape == (6, 3, 32, 32)
 
 
 def test_export_matches_torch_and_evaluate_scores_it(tmp_path: Path) -> None:

@@ -82,15 +82,17 @@ def make_band_model(
     return path
 
 
-def _save_onnx(folder: Path, name: str, nodes, out_name: str, n: int, weights: dict) -> None:
-    """Check and save a one-input (``image``) graph as ``folder/name.onnx`` (opset 17)."""
+def _save_onnx(
+    folder: Path, name: str, nodes, out_name: str, n: int, weights: dict, channels: int = 1
+) -> None:
+    """Check and save a one-input (``image``, ``channels`` slices) graph as ``folder/name.onnx``."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
         nodes,
         name,
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", channels, "H", "W"])],
         [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["N", n, "H", "W"])],
         initializer=[numpy_helper.from_array(v, k) for k, v in weights.items()],
     )
@@ -117,4 +119,24 @@ def make_lopsided_model(folder: Path, name: str = "lopsided", tile: int = 64) ->
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
     ]
     _save_onnx(folder, name, nodes, "probabilities", 2, {"W": w, "B": b})
+    return card
+
+
+def make_context_model(folder: Path, name: str = "context", tile: int = 64) -> Path:
+    """A 2-class model given each slice with one neighbour on either side (3 channels).
+
+    Its class 1 is wherever the slice *before* is bright: only the first input channel counts,
+    so a test can see that the neighbours arrive, and in which order.
+    """
+    from onnx import helper
+
+    card = make_band_model(folder, name, centres=(0.1, 0.9), tile=tile)  # the card; graph below
+    w = np.zeros((2, 3, 1, 1), np.float32)
+    w[1, 0] = 20
+    b = np.array([0, -10], np.float32)
+    nodes = [
+        helper.make_node("Conv", ["image", "W", "B"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    _save_onnx(folder, name, nodes, "probabilities", 2, {"W": w, "B": b}, channels=3)
     return card

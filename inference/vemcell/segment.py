@@ -97,10 +97,14 @@ class Segmenter:
                 f"Model {card.onnx_path.name} could not be loaded by onnxruntime ({exc})."
             ) from None
         inputs = self.session.get_inputs()
-        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        channels = inputs[0].shape[1] if len(inputs) == 1 and len(inputs[0].shape) == 4 else 0
+        if not isinstance(channels, int) or channels < 1 or channels % 2 == 0:
             raise VemcellError(
-                f"Model {card.onnx_path.name} must take one [N, 1, H, W] image input."
+                f"Model {card.onnx_path.name} must take one [N, K, H, W] image input: a slice "
+                "with K - 1 (an even number of) neighbouring slices as channels."
             )
+        self.in_channels = channels
+        self.context = (channels - 1) // 2
         self.input_name = inputs[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.providers = self.session.get_providers()
@@ -121,26 +125,35 @@ class Segmenter:
     def predict_slices(self, slices: np.ndarray, tta: bool = False) -> np.ndarray:
         """Class probabilities (N, C, H, W) for float32 slices (N, H, W) in [0, 1].
 
-        Slices larger than the card's tile are cut into overlapping tiles whose predictions are
-        blended with Gaussian weights; sizes are padded (reflect) to multiples of the divisor.
+        A model with neighbouring-slice context (:attr:`context` > 0) takes each slice with
+        its neighbours, (N, K, H, W) as :func:`direction_slices` cuts them. Slices larger than
+        the card's tile are cut into overlapping tiles whose predictions are blended with
+        Gaussian weights; sizes are padded (reflect) to multiples of the divisor.
         ``tta`` averages the predictions of the 8 rotations and mirror images of each slice
         (test-time augmentation: steadier probabilities for 8× the time).
         """
         x = np.asarray(slices, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise VemcellError(
+                f"Model {self.card.onnx_path.name} takes {self.in_channels} slice(s) per "
+                f"prediction, got an array of shape {tuple(x.shape)}."
+            )
         if not tta:
             return self._predict(x)
         acc = None
         for k in range(4):
             for flip in (False, True):
-                view = np.rot90(x, k, axes=(1, 2))
-                view = view[:, :, ::-1] if flip else view
+                view = np.rot90(x, k, axes=(2, 3))
+                view = view[..., ::-1] if flip else view
                 p = self._predict(np.ascontiguousarray(view))
                 p = np.rot90(p[..., ::-1] if flip else p, -k, axes=(2, 3))
                 acc = p.copy() if acc is None else acc + p
         return acc / 8
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
-        n, h, w = x.shape
+        n, _, h, w = x.shape
         d, tile = self.card.divisor, self.card.tile
         ph = max(d * -(-h // d), 0)
         pw = max(d * -(-w // d), 0)
@@ -150,14 +163,14 @@ class Segmenter:
             pw = max(pw, tile)
         if (ph, pw) != (h, w):
             mode = "reflect" if (ph - h < h and pw - w < w) else "edge"
-            x = np.pad(x, ((0, 0), (0, ph - h), (0, pw - w)), mode=mode)
+            x = np.pad(x, ((0, 0), (0, 0), (0, ph - h), (0, pw - w)), mode=mode)
         th, tw = min(tile, ph), min(tile, pw)
         ys, xs = tile_starts(ph, th, th // 4), tile_starts(pw, tw, tw // 4)
         c = self.card.n_classes
         if len(ys) == 1 and len(xs) == 1:
             out = np.empty((n, c, ph, pw), np.float32)
             for i in range(0, n, self.batch_size):
-                out[i : i + self.batch_size] = self._run(x[i : i + self.batch_size, None])
+                out[i : i + self.batch_size] = self._run(x[i : i + self.batch_size])
             return out[:, :, :h, :w]
         weight = (
             gaussian_window(th)
@@ -174,7 +187,7 @@ class Segmenter:
         jobs = [(i, y0, x0) for i in range(n) for (y0, x0) in positions]
         for k in range(0, len(jobs), self.batch_size):
             chunk = jobs[k : k + self.batch_size]
-            batch = np.stack([x[i, y0 : y0 + th, x0 : x0 + tw] for i, y0, x0 in chunk])[:, None]
+            batch = np.stack([x[i, :, y0 : y0 + th, x0 : x0 + tw] for i, y0, x0 in chunk])
             probs = self._run(batch)
             for (i, y0, x0), p in zip(chunk, probs, strict=True):
                 acc[i, :, y0 : y0 + th, x0 : x0 + tw] += p * weight
@@ -218,12 +231,25 @@ def median_box(size: int, voxel_nm: Sequence[float]) -> tuple[int, int, int]:
     return tuple(int(size) if float(v) <= 2 * finest else 1 for v in voxel_nm)  # type: ignore[return-value]
 
 
-def _direction_slices(image: np.ndarray, axis: int, start: int, stop: int) -> np.ndarray:
-    if axis == 0:
-        return image[start:stop]
-    if axis == 1:
-        return np.ascontiguousarray(image[:, start:stop, :].transpose(1, 0, 2))
-    return np.ascontiguousarray(image[:, :, start:stop].transpose(2, 0, 1))
+def direction_slices(
+    image: np.ndarray, axis: int, start: int, stop: int, context: int = 0
+) -> np.ndarray:
+    """Slices ``start:stop`` of a (Z, Y, X) volume cut perpendicular to ``axis``, as (N, H, W).
+
+    With ``context`` > 0 each slice comes with its ``context`` neighbours on either side as
+    channels, (N, 2·context + 1, H, W), the end slices repeated beyond the volume's faces:
+    what a model trained with neighbouring-slice context takes (training cuts them here too).
+    """
+    if context == 0:
+        if axis == 0:
+            return image[start:stop]
+        if axis == 1:
+            return np.ascontiguousarray(image[:, start:stop, :].transpose(1, 0, 2))
+        return np.ascontiguousarray(image[:, :, start:stop].transpose(2, 0, 1))
+    idx = np.clip(np.arange(start - context, stop + context), 0, image.shape[axis] - 1)
+    block = np.moveaxis(np.take(image, idx, axis=axis), axis, 0)
+    windows = np.lib.stride_tricks.sliding_window_view(block, 2 * context + 1, axis=0)
+    return np.ascontiguousarray(np.moveaxis(windows, -1, 1))
 
 
 def _accumulate(
@@ -295,7 +321,7 @@ def fused_scores(
         n = image.shape[ax]
         for s0 in range(0, n, batch_slices):
             s1 = min(n, s0 + batch_slices)
-            probs = seg.predict_slices(_direction_slices(image, ax, s0, s1), tta)
+            probs = seg.predict_slices(direction_slices(image, ax, s0, s1, seg.context), tta)
             q = np.rint(probs * quant).astype(np.uint8)
             _accumulate(acc, q, ax, s0, s1, fuse)
             done += s1 - s0
@@ -341,7 +367,8 @@ def segment_volume(
         labels = np.empty(image.shape, np.uint8)
         for z0 in range(0, image.shape[0], batch_slices):
             z1 = min(image.shape[0], z0 + batch_slices)
-            labels[z0:z1] = seg.predict_slices(image[z0:z1], tta).argmax(axis=1)
+            slices = direction_slices(image, 0, z0, z1, seg.context)
+            labels[z0:z1] = seg.predict_slices(slices, tta).argmax(axis=1)
             if progress:
                 progress.update(z1 / image.shape[0], f"XY slices {z1}/{image.shape[0]}")
     else:

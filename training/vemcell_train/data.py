@@ -22,6 +22,7 @@ from vemcell import preprocess
 from vemcell.errors import VemcellError
 from vemcell.io import read_volume
 from vemcell.metrics import UNLABELLED, apply_label_map
+from vemcell.segment import direction_slices
 
 IGNORE = UNLABELLED  # label value left out of the loss and the validation scores
 
@@ -122,6 +123,10 @@ class SliceSampler:
     class_weights : sequence of float, optional
         Relative odds of drawing each class for the centred crops (default: uniform over the
         classes present); e.g. more weight on small organelles shows them more often.
+    context : int
+        Neighbouring slices on each side given with each crop as channels (0: none); crops
+        are then (2·context + 1, S, S), cut as inference cuts them
+        (:func:`vemcell.segment.direction_slices`).
     """
 
     def __init__(
@@ -134,10 +139,12 @@ class SliceSampler:
         max_index: int = 200_000,
         seed: int = 0,
         class_weights: Sequence[float] | None = None,
+        context: int = 0,
     ) -> None:
         if not volumes:
             raise VemcellError("No training volumes were given.")
         self.volumes, self.crop, self.balance = volumes, int(crop), float(balance)
+        self.context = int(context)
         self.axes = (0,) if directions == 1 else (0, 1, 2)
         rng = np.random.default_rng(seed)
         present: set[int] = set()
@@ -179,8 +186,9 @@ class SliceSampler:
             v = self.volumes[int(rng.integers(len(self.volumes)))]
             centre = tuple(int(rng.integers(s)) for s in v.labels.shape)
         axis = int(rng.choice(self._axes_for(v)))
-        img = _plane(v.image, axis, int(centre[axis]))
-        lab = _plane(v.labels, axis, int(centre[axis]))
+        index = int(centre[axis])
+        img = direction_slices(v.image, axis, index, index + 1, self.context)[0]
+        lab = _plane(v.labels, axis, index)
         cy, cx = (int(c) for i, c in enumerate(centre) if i != axis)
         jitter = self.crop // 6
         cy += int(rng.integers(-jitter, jitter + 1))
@@ -188,24 +196,26 @@ class SliceSampler:
         return _crop(img, cy, cx, self.crop), _crop(lab, cy, cx, self.crop)
 
     def batch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """``size`` crops stacked: images (B, S, S) float32 and labels (B, S, S) uint8."""
+        """``size`` crops stacked: images (B, S, S) float32 (with context (B, K, S, S)) and
+        labels (B, S, S) uint8."""
         pairs = [self.sample(rng) for _ in range(size)]
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
 def _crop(plane: np.ndarray, cy: int, cx: int, size: int) -> np.ndarray:
-    """A ``size``² window centred at (cy, cx); reflected where it leaves the plane.
+    """A ``size``² window centred at (cy, cx) of the last two axes; reflected where it leaves
+    the plane.
 
     Reflection keeps textures continuous; for labels the reflected part is real (mirrored)
     structure too, so it is kept rather than ignored.
     """
-    h, w = plane.shape
+    h, w = plane.shape[-2:]
     y0, x0 = cy - size // 2, cx - size // 2
     ys = np.arange(y0, y0 + size)
     xs = np.arange(x0, x0 + size)
     ys = _reflect(ys, h)
     xs = _reflect(xs, w)
-    return plane[np.ix_(ys, xs)]
+    return plane[..., ys[:, None], xs[None, :]]
 
 
 def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
@@ -237,8 +247,11 @@ class Augment:
     def __call__(
         self, images: torch.Tensor, labels: torch.Tensor, tile: int, gen: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cut augmented ``tile``² patches from (B, S, S) crops; returns (B,1,T,T), (B,T,T)."""
-        b, s, _ = images.shape
+        """Cut augmented ``tile``² patches from (B, S, S) or (B, K, S, S) crops; returns
+        (B, K, T, T) images (K = 1 for the former) and (B, T, T) labels."""
+        if images.ndim == 3:
+            images = images[:, None]
+        b, k, s, _ = images.shape
         u = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
         theta_angle = (u(b) * 2 * math.pi) if self.rotate else torch.zeros(b)
         log_s = math.log(self.scale)
@@ -253,9 +266,9 @@ class Augment:
         mat[:, 1, 0] = a * sin * sx
         mat[:, 1, 1] = a * cos
         mat[:, :, 2] = (u(b, 2) * 2 - 1) * self.translate
-        grid = F.affine_grid(mat, [b, 1, tile, tile], align_corners=False)
+        grid = F.affine_grid(mat, [b, k, tile, tile], align_corners=False)
         x = F.grid_sample(
-            images[:, None], grid, mode="bilinear", padding_mode="reflection", align_corners=False
+            images, grid, mode="bilinear", padding_mode="reflection", align_corners=False
         )
         y = F.grid_sample(
             labels[:, None].float(),
@@ -282,9 +295,10 @@ def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     r = torch.arange(-2, 3, dtype=x.dtype)
     k = torch.exp(-0.5 * (r[None] / sigma.clamp_min(1e-3)[:, None]) ** 2)
     k = k / k.sum(1, keepdim=True)
-    b = x.shape[0]
-    xr = x.reshape(1, b, *x.shape[2:])
+    b, c = x.shape[:2]
+    k = k.repeat_interleave(c, dim=0)  # every channel of a sample gets that sample's blur
+    xr = x.reshape(1, b * c, *x.shape[2:])
     xr = F.pad(xr, (2, 2, 2, 2), mode="reflect")
-    xr = F.conv2d(xr, k[:, None, None, :], groups=b)
-    xr = F.conv2d(xr, k[:, None, :, None], groups=b)
+    xr = F.conv2d(xr, k[:, None, None, :], groups=b * c)
+    xr = F.conv2d(xr, k[:, None, :, None], groups=b * c)
     return xr.reshape_as(x)

@@ -21,10 +21,17 @@ import torch
 from vemcell.errors import VemcellError
 from vemcell.io import atomic_path
 from vemcell.modelcard import CARD_FORMAT, write_card
+from vemcell.segment import direction_slices
 from vemcell_train.model import SoftmaxModel, build_model, count_parameters
 from vemcell_train.train import load_checkpoint
 
 OPSET = 17
+
+
+def _context(arch: dict) -> dict:
+    """The card's note of neighbouring-slice context (the runtime reads it off the ONNX input)."""
+    k = int(arch.get("in_channels", 1))
+    return {"context_slices": (k - 1) // 2} if k > 1 else {}
 
 
 def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
@@ -37,7 +44,7 @@ def model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
 def export_onnx(net: torch.nn.Module, path: str | os.PathLike, example_size: int = 64) -> Path:
     """Write ``net`` (logits) wrapped in a softmax as ONNX with dynamic N, H and W."""
     wrapped = SoftmaxModel(net).eval()
-    x = torch.zeros(1, 1, example_size, example_size)
+    x = torch.zeros(1, getattr(net, "in_channels", 1), example_size, example_size)
     out = Path(path)
     # The TorchScript exporter (dynamo=False) needs no onnxscript and handles this network's
     # dynamic sizes; torch marks it deprecated, which is noise for users.
@@ -69,7 +76,7 @@ def parity(net: torch.nn.Module, onnx_path: str | os.PathLike, sizes=((2, 64, 96
     gen = torch.Generator().manual_seed(0)
     worst = 0.0
     for n, h, w in sizes:
-        x = torch.rand(n, 1, h, w, generator=gen)
+        x = torch.rand(n, getattr(net, "in_channels", 1), h, w, generator=gen)
         with torch.no_grad():
             ref = wrapped(x).numpy()
         got = sess.run(["probabilities"], {"image": x.numpy()})[0]
@@ -94,6 +101,7 @@ def card_from_checkpoint(ckpt: dict, onnx_name: str, extra: dict[str, Any] | Non
             "tile": int(c.get("tile", 256)),
             "divisor": 2 ** int(ckpt["arch"].get("depth", 4)),
             "normalisation": c.get("normalisation", {"method": "auto"}),
+            **_context(ckpt["arch"]),
         },
         "output": "probabilities",
         "voxel_size_nm": c.get("voxel_size_nm"),
@@ -146,7 +154,9 @@ class _SliceReader:
     """onnxruntime calibration reader: batches of normalised 2D slices of a volume."""
 
     def __init__(self, slices: np.ndarray, batch: int = 4) -> None:
-        self._batches = [slices[i : i + batch, None] for i in range(0, len(slices), batch)]
+        if slices.ndim == 3:  # single slices: one input channel
+            slices = slices[:, None]
+        self._batches = [slices[i : i + batch] for i in range(0, len(slices), batch)]
         self._i = 0
 
     def get_next(self) -> dict | None:
@@ -159,20 +169,25 @@ class _SliceReader:
         self._i = 0
 
 
-def calibration_slices(image01: np.ndarray, n: int, divisor: int, tile: int) -> np.ndarray:
-    """``n`` XY, XZ and YZ slices spread through a normalised volume, cropped to the tile size."""
+def calibration_slices(
+    image01: np.ndarray, n: int, divisor: int, tile: int, context: int = 0
+) -> np.ndarray:
+    """``n`` XY, XZ and YZ slices spread through a normalised volume, cropped to the tile size.
+
+    With ``context`` > 0 each comes with its neighbours as channels, (n, K, H, W), as the
+    model takes them.
+    """
     planes = []
     axes = [0, 1, 2] if min(image01.shape) >= divisor else [0]
     per = max(1, n // len(axes))
     for ax in axes:
         for i in np.linspace(0, image01.shape[ax] - 1, per + 2)[1:-1]:
-            sl = (slice(None),) * ax + (round(i),)
-            planes.append(image01[sl])
-    size_h = min(tile, min(p.shape[0] for p in planes)) // divisor * divisor
-    size_w = min(tile, min(p.shape[1] for p in planes)) // divisor * divisor
+            planes.append(direction_slices(image01, ax, round(i), round(i) + 1, context)[0])
+    size_h = min(tile, min(p.shape[-2] for p in planes)) // divisor * divisor
+    size_w = min(tile, min(p.shape[-1] for p in planes)) // divisor * divisor
     if size_h < divisor or size_w < divisor:
         raise VemcellError("The calibration volume is too small to cut calibration slices from.")
-    return np.stack([p[:size_h, :size_w] for p in planes]).astype(np.float32)
+    return np.stack([p[..., :size_h, :size_w] for p in planes]).astype(np.float32)
 
 
 def quantise_int8(fp32_path: Path, out_path: Path, slices: np.ndarray) -> Path:

@@ -94,6 +94,7 @@ class AttentionUNet(nn.Module):
         super().__init__()
         widths = [base * 2**k for k in range(depth + 1)]
         self.depth = depth
+        self.in_channels = in_channels
         self.down = nn.ModuleList()
         cin = in_channels
         for k, w in enumerate(widths):
@@ -147,6 +148,23 @@ def build_model(arch: dict) -> AttentionUNet:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def add_context_into(dst: AttentionUNet, src: AttentionUNet) -> None:
+    """Copy a single-slice ``src`` into ``dst``, which also sees neighbouring slices.
+
+    The first convolution's weights go to the centre input channel and the neighbours' are
+    zeroed, so ``dst`` starts out computing exactly what ``src`` does and learns from there
+    how to use the slices above and below. Both networks must differ in their inputs only.
+    """
+    if src.in_channels != 1 or dst.in_channels % 2 == 0:
+        raise ValueError("add_context_into: needs a 1-channel source and an odd channel count")
+    state = src.state_dict()
+    first = state["down.0.0.weight"]
+    wide = torch.zeros(first.shape[0], dst.in_channels, *first.shape[2:], dtype=first.dtype)
+    wide[:, dst.in_channels // 2] = first[:, 0]
+    state["down.0.0.weight"] = wide
+    dst.load_state_dict(state)
 
 
 def widen_into(dst: AttentionUNet, src: AttentionUNet) -> None:

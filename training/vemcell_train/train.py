@@ -21,9 +21,10 @@ from vemcell.errors import VemcellError
 from vemcell.io import atomic_path
 from vemcell.metrics import confusion_matrix, iou_from_confusion
 from vemcell.progress import Progress
+from vemcell.segment import direction_slices
 from vemcell_train.data import IGNORE, Augment, SliceSampler, VolumePair
 from vemcell_train.losses import TverskyLoss
-from vemcell_train.model import build_model, count_parameters, widen_into
+from vemcell_train.model import add_context_into, build_model, count_parameters, widen_into
 
 CHECKPOINT_FORMAT = "vemcell-checkpoint/1"
 
@@ -61,6 +62,8 @@ class TrainConfig:
     # and weights of the cross-entropy term
     class_draw: str = ""
     ce_class_weights: str = ""
+    # neighbouring slices on each side fed with every slice as extra input channels (2.5D)
+    context: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,9 +118,11 @@ def validate(
     for vi, axis, idx in planes:
         v = volumes[vi]
         sl = (slice(None),) * axis + (idx,)
-        img, lab = v.image[sl], v.labels[sl]
-        x = torch.from_numpy(_pad_to(img, d).copy())[None, None]
-        pred = model(x).argmax(1)[0, : img.shape[0], : img.shape[1]].numpy()
+        lab = v.labels[sl]
+        img = direction_slices(v.image, axis, idx, idx + 1, (model.in_channels - 1) // 2)
+        img = img.reshape(-1, *lab.shape)  # (K, H, W); K = 1 without context
+        x = torch.from_numpy(np.stack([_pad_to(c, d) for c in img]))[None]
+        pred = model(x).argmax(1)[0, : lab.shape[0], : lab.shape[1]].numpy()
         cm += confusion_matrix(pred, lab, n_classes, ignore=IGNORE)
     return iou_from_confusion(cm)
 
@@ -184,8 +189,10 @@ def train(
         "base": config.base,
         "depth": config.depth,
         "dropout": config.dropout,
-        "in_channels": 1,
+        "in_channels": 2 * config.context + 1,
     }
+    if config.context < 0:
+        raise VemcellError(f"context must be 0 or more slices, got {config.context}.")
     if config.tile % (2**config.depth):
         raise VemcellError(f"--tile {config.tile} must be a multiple of {2**config.depth}.")
     torch.manual_seed(config.seed)
@@ -210,18 +217,16 @@ def train(
         if src["arch"] == arch:
             model.load_state_dict(src["model"])
             log(f"starting from the weights of {init_from}")
-        elif _wider_only(arch, src["arch"]):
-            narrow = build_model(src["arch"])
-            narrow.load_state_dict(src["model"])
-            widen_into(model, narrow)
-            log(
-                f"starting from the weights of {init_from}, widened from base "
-                f"{src['arch']['base']} to {arch['base']} (same output; the new channels learn)"
-            )
+        elif (grow := _grow(arch, src["arch"])) is not None:
+            copy_into, note = grow
+            smaller = build_model(src["arch"])
+            smaller.load_state_dict(src["model"])
+            copy_into(model, smaller)
+            log(f"starting from the weights of {init_from}, {note}")
         else:
             raise VemcellError(
                 f"Cannot start from {init_from}: its network ({src['arch']}) differs from this "
-                f"one ({arch}) in more than a larger width."
+                f"one ({arch}) in more than a larger width or added slice context."
             )
     if resume:
         if not last_path.exists():
@@ -251,6 +256,7 @@ def train(
         n_classes,
         seed=config.seed,
         class_weights=parse_class_weights(config.class_draw, n_classes, "class_draw"),
+        context=config.context,
     )
     augment = Augment() if config.augment else None
     planes = _val_planes(val_volumes or [], config.val_slices, config.directions)
@@ -280,7 +286,7 @@ def train(
             if augment is not None:
                 x, y = augment(x_np, y_np, config.tile, gen)
             else:
-                x, y = x_np[:, None], y_np
+                x, y = (x_np[:, None] if x_np.ndim == 3 else x_np), y_np
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             if not torch.isfinite(loss):
@@ -345,6 +351,28 @@ def train(
             msg += f" val mIoU {record['val_mean_iou']:.3f} ({per})"
         log(msg)
     return {"history": history, "best_score": best}
+
+
+def _grow(arch: dict, src: dict):
+    """How ``src``'s weights seed the larger ``arch`` with the same output, and a note; or None."""
+    if _context_only(arch, src):
+        k = (arch["in_channels"] - 1) // 2
+        return add_context_into, (
+            f"which saw single slices; now with {k} neighbouring slice(s) on each side (same "
+            "output to start)"
+        )
+    if _wider_only(arch, src):
+        return widen_into, (
+            f"widened from base {src['base']} to {arch['base']} (same output; the new channels "
+            "learn)"
+        )
+    return None
+
+
+def _context_only(arch: dict, src: dict) -> bool:
+    """Whether ``arch`` is the single-slice ``src`` given neighbouring slices as well."""
+    same = all(arch.get(k) == src.get(k) for k in ("n_classes", "base", "depth", "dropout"))
+    return same and src.get("in_channels", 1) == 1 and arch["in_channels"] > 1
 
 
 def _wider_only(arch: dict, src: dict) -> bool:

@@ -144,6 +144,14 @@ def add_training_arguments(p: argparse.ArgumentParser) -> None:
         metavar="W,W,...",
         help="weights, one per class, of the cross-entropy term (with --ce-weight > 0)",
     )
+    h.add_argument(
+        "--context",
+        type=int,
+        metavar="N",
+        help="also feed the N slices on either side of each slice as input channels (2.5D: "
+        "helps on serial sections, where an organelle runs through several; default 0, or the "
+        "--init checkpoint's)",
+    )
     h.add_argument("--no-augment", action="store_true", help="no rotation/scale/intensity jitter")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -157,9 +165,13 @@ def positive(value: float | int, what: str) -> None:
 
 def build_config(args: argparse.Namespace, train_mod: ModuleType) -> Any:
     """A ``TrainConfig`` from the shared options, checked."""
-    width = args.width
-    if width is None:  # fine-tuning keeps the network; widening is asked for explicitly
-        width = 16 if not args.init else int(train_mod.load_checkpoint(args.init)["arch"]["base"])
+    width, context = args.width, args.context
+    if width is None or context is None:  # fine-tuning keeps the network unless asked
+        arch = train_mod.load_checkpoint(args.init)["arch"] if args.init else {}
+        width = int(arch.get("base", 16)) if width is None else width
+        context = (int(arch.get("in_channels", 1)) - 1) // 2 if context is None else context
+    if context < 0:
+        raise VemcellError(f"--context must be 0 or more slices, got {context}.")
     for what, v in (
         ("--epochs", args.epochs),
         ("--steps", args.steps),
@@ -198,6 +210,7 @@ def build_config(args: argparse.Namespace, train_mod: ModuleType) -> Any:
         ce_weight=args.ce_weight,
         directions=args.directions,
         balance=args.balance,
+        context=context,
         class_draw=args.class_draw,
         ce_class_weights=args.ce_class_weights,
         augment=not args.no_augment,
