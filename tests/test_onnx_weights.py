@@ -104,3 +104,7 @@ def test_class_offsets_are_tuned_on_fused_directions_and_folded_into_the_bias() 
     assert set(offsets) == {2} and np.nanmean(iou["after"]) >= np.nanmean(iou["before"])
     state = apply_offsets(net.state_dict(), {2: 1.5})
     assert float(state["head.bias"][2] - net.state_dict()["head.bias"][2]) == pytest.approx(1.5)
+    stacked = AttentionUNet(**{**ARCH, "in_channels": 3}).eval()  # neighbouring-slice context
+    with torch.no_grad():  # its XY pass at z = 9 sees z = 8, 9 and 10
+        ref = stacked(torch.from_numpy(v.image[8:11])[None])[0].numpy()
+    np.testing.assert_allclose(direction_logits(stacked, v, zs)[0, :, 1], ref, atol=1e-5)

@@ -22,7 +22,7 @@ import torch
 
 from vemcell.metrics import confusion_matrix, iou_from_confusion
 from vemcell_train.data import IGNORE, VolumePair
-from vemcell_train.train import _pad_to, _save, load_checkpoint
+from vemcell_train.train import _save, load_checkpoint, plane_input
 
 
 @torch.no_grad()
@@ -38,9 +38,9 @@ def direction_logits(
         planes = z_planes if axis == 0 else range(img.shape[axis])
         rows = []
         for i in planes:
-            sl = img[(slice(None),) * axis + (int(i),)]
-            x = torch.from_numpy(_pad_to(sl, d).copy())[None, None]
-            rows.append(net(x)[0, :, : sl.shape[0], : sl.shape[1]].numpy())
+            h, w = (s for k, s in enumerate(img.shape) if k != axis)
+            x = plane_input(img, axis, int(i), net.in_channels, d)
+            rows.append(net(x)[0, :, :h, :w].numpy())
         a = np.stack(rows)  # (n, C, h, w) with n along `axis`
         if axis == 0:
             a = a.transpose(1, 0, 2, 3)  # C, Z, Y, X

@@ -104,6 +104,16 @@ def _pad_to(x: np.ndarray, d: int) -> np.ndarray:
     return np.pad(x, ((0, -h % d), (0, -w % d)), mode="reflect" if min(h, w) > d else "edge")
 
 
+def plane_input(
+    image: np.ndarray, axis: int, index: int, in_channels: int, divisor: int
+) -> torch.Tensor:
+    """One whole slice as a network input (1, K, H', W'), padded to the divisor; a network
+    with neighbouring-slice context gets the slice's neighbours as inference cuts them."""
+    stack = direction_slices(image, axis, index, index + 1, (in_channels - 1) // 2)
+    stack = stack.reshape(-1, *stack.shape[-2:])  # (K, H, W); K = 1 without context
+    return torch.from_numpy(np.stack([_pad_to(c, divisor) for c in stack]))[None]
+
+
 @torch.no_grad()
 def validate(
     model: torch.nn.Module,
@@ -117,11 +127,8 @@ def validate(
     d = model.divisor
     for vi, axis, idx in planes:
         v = volumes[vi]
-        sl = (slice(None),) * axis + (idx,)
-        lab = v.labels[sl]
-        img = direction_slices(v.image, axis, idx, idx + 1, (model.in_channels - 1) // 2)
-        img = img.reshape(-1, *lab.shape)  # (K, H, W); K = 1 without context
-        x = torch.from_numpy(np.stack([_pad_to(c, d) for c in img]))[None]
+        lab = v.labels[(slice(None),) * axis + (idx,)]
+        x = plane_input(v.image, axis, idx, model.in_channels, d)
         pred = model(x).argmax(1)[0, : lab.shape[0], : lab.shape[1]].numpy()
         cm += confusion_matrix(pred, lab, n_classes, ignore=IGNORE)
     return iou_from_confusion(cm)
