@@ -64,6 +64,20 @@ def test_weights_recovered_from_onnx_give_the_same_outputs(tmp_path: Path) -> No
     assert load_checkpoint(tmp_path / "tiny.pt")["arch"] == ARCH
 
 
+def test_a_network_with_slice_context_is_recovered_too(tmp_path: Path) -> None:
+    arch = {**ARCH, "in_channels": 3}
+    torch.manual_seed(2)
+    net = AttentionUNet(**arch).eval()
+    path = export_onnx(net, tmp_path / "ctx.onnx", example_size=32)
+    card = {"name": "ctx", "classes": [{"name": n} for n in ("bg", "a", "b")]}
+    card.update({"onnx": "ctx.onnx", "architecture": arch, "format": "vemcell-model-card/1"})
+    path.with_suffix(".json").write_text(json.dumps(card), encoding="utf-8")
+    calib = np.random.default_rng(1).random((4, 3, 32, 32), dtype=np.float32)
+    for c in (None, calib):  # noise or slice stacks for the batch-norm statistics
+        ckpt = checkpoint_from_onnx(path, tmp_path / "ctx.pt", c)
+        assert ckpt["max_abs_diff"] < 1e-4 and ckpt["arch"]["in_channels"] == 3
+
+
 def test_class_draw_and_cross_entropy_class_weights() -> None:
     labels = np.zeros((16, 40, 40), np.uint8)
     labels[:, 5:15, 5:15] = 1

@@ -41,7 +41,7 @@ def _call_order(net: nn.Module, kind: type, size: int) -> list[nn.Module]:
     ]
     try:
         with torch.no_grad():
-            net.eval()(torch.zeros(1, 1, size, size))
+            net.eval()(torch.zeros(1, net.in_channels, size, size))
     finally:
         for h in hooks:
             h.remove()
@@ -67,6 +67,9 @@ def _onnx_weights(path: Path) -> tuple[list[tuple[np.ndarray, np.ndarray | None]
 
     model = onnx.load(str(path))
     init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:  # the exporter shares equal tensors through Identity nodes
+        if node.op_type == "Identity" and node.input[0] in init:
+            init[node.output[0]] = init[node.input[0]]
     convs, ups = [], []
     for node in model.graph.node:
         if node.op_type not in ("Conv", "ConvTranspose"):
@@ -94,7 +97,8 @@ def recover_network(
     arch : dict
         The network's ``arch`` (the card's ``architecture`` block: n_classes, base, depth...).
     calibration : ndarray, optional
-        Normalised images (N, H, W), H and W multiples of ``2**depth``, to measure the batch-norm
+        Normalised images (N, H, W), or (N, K, H, W) slices with their neighbours for a network
+        with slice context, H and W multiples of ``2**depth``, to measure the batch-norm
         statistics on; without it they are measured on uniform noise (eval outputs are exact
         either way, only training-mode behaviour depends on them).
     """
@@ -121,7 +125,7 @@ def recover_network(
                 mod.weight.copy_(torch.from_numpy(np.array(w)))
                 bias = torch.zeros(w.shape[1] if mod in ups else w.shape[0])
                 if b is not None:
-                    bias = torch.from_numpy(b).float()
+                    bias = torch.from_numpy(np.array(b)).float()
                 bn = bn_of.get(mod)
                 if bn is None:
                     if mod.bias is None:
@@ -150,9 +154,9 @@ def _calibrate(
     """Give every batch norm the statistics of its input while keeping eval outputs exact."""
     if images is None:
         gen = torch.Generator().manual_seed(0)
-        x = torch.rand(4, 1, size * 4, size * 4, generator=gen)
+        x = torch.rand(4, net.in_channels, size * 4, size * 4, generator=gen)
     else:
-        x = torch.from_numpy(np.asarray(images, np.float32))[:, None]
+        x = torch.from_numpy(_batch(images))
     sums: dict[nn.Conv2d, tuple[torch.Tensor, torch.Tensor, int]] = {}
 
     def hook(mod, _inp, out):
@@ -185,8 +189,14 @@ def _calibrate(
             bn.bias.copy_(b_fused + mean.float())
 
 
+def _batch(images: np.ndarray) -> np.ndarray:
+    """Images (N, H, W) or (N, K, H, W) as a float32 network input (N, K, H, W)."""
+    x = np.asarray(images, np.float32)
+    return x[:, None] if x.ndim == 3 else x
+
+
 def max_difference(net: nn.Module, onnx_path: str | os.PathLike, x: np.ndarray) -> float:
-    """Largest |softmax(net(x)) - onnxruntime(x)| for images ``x`` (N, 1, H, W)."""
+    """Largest |softmax(net(x)) - onnxruntime(x)| for images ``x`` (N, K, H, W)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -221,9 +231,10 @@ def checkpoint_from_onnx(
     net = recover_network(path, arch, calibration)
     d = 2 ** arch["depth"]
     if calibration is not None:
-        x = np.asarray(calibration[:4], np.float32)[:, None]
+        x = _batch(calibration[:4])
     else:
-        x = np.random.default_rng(0).random((2, 1, 4 * d, 6 * d), dtype=np.float32)
+        shape = (2, arch["in_channels"], 4 * d, 6 * d)
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
     diff = max_difference(net, path, x)
     ckpt_card = {
         "name": raw["name"],
@@ -269,9 +280,16 @@ def main(argv: list[str] | None = None) -> int:
     calib = None
     if args.calibrate_synthetic:
         from vemcell import synth
+        from vemcell.modelcard import load_card
+        from vemcell.segment import direction_slices
 
+        k = int(load_card(args.onnx).raw.get("architecture", {}).get("in_channels", 1))
         r = synth.generate(shape=(64, 128, 128), voxel_nm=20.0, stages=[1], seed=4242)
-        calib = r.image[4::8].astype(np.float32) / 255.0  # 8 XY slices, "scale" normalisation
+        vol = r.image.astype(np.float32) / 255.0  # "scale" normalisation
+        # 8 XY slices, with their neighbours for a network with slice context
+        calib = np.stack(
+            [direction_slices(vol, 0, z, z + 1, (k - 1) // 2)[0] for z in range(4, 64, 8)]
+        )
     ckpt = checkpoint_from_onnx(args.onnx, args.out, calib)
     print(
         f"wrote {args.out} ({ckpt['arch']}); max |torch - onnxruntime| = "
