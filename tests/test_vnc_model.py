@@ -61,3 +61,17 @@ def test_vnc_model_splits_neurites_along_its_membranes(tmp_path):
     assert ids.max() > 100 and np.mean(errors) < 0.25  # measured: 220 neurites, 0.13
     spans = [len(np.unique(ids[z])) for z in range(len(lab))]
     assert ids.max() < sum(spans)  # sections are joined into 3D neurites
+
+
+def test_models_lists_vnc5_with_its_slice_context(capsys):
+    """The shipped vnc5 takes each section with 2 neighbours either side: its ONNX input has 5
+    channels, its card says so and ``vemcell models`` tells the user."""
+    from vemcell.modelcard import load_card
+    from vemcell.segment import Segmenter
+
+    seg = Segmenter(load_card(MODEL), threads=1)
+    assert seg.in_channels == 5 and seg.context == 2
+    assert seg.card.raw["input"]["context_slices"] == 2
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "each slice with the 2 on either side of it" in out.split("vnc5:")[1]

@@ -29,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{c.name}{mark}: {c.title}")
         print(f"    classes  {', '.join(c.class_names)}")
         print(f"    voxel    {voxel}, tile {c.tile}, file {c.onnx_path}")
+        context = (c.raw.get("input") or {}).get("context_slices")
+        if context:
+            print(f"    input    each slice with the {context} on either side of it")
         iou = (c.raw.get("validation") or {}).get("iou")
         if isinstance(iou, dict):
             scores = ", ".join(f"{k} {v:.3f}" for k, v in iou.items() if isinstance(v, float))
