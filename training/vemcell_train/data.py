@@ -102,6 +102,14 @@ def load_pair(
     )
 
 
+def with_channels(x):
+    """Slices (N, H, W) as (N, 1, H, W); slices with neighbours (N, K, H, W) as they are.
+
+    Works on numpy arrays and torch tensors alike: what every network input goes through.
+    """
+    return x[:, None] if x.ndim == 3 else x
+
+
 def _plane(vol: np.ndarray, axis: int, index: int) -> np.ndarray:
     """The 2D slice of a (Z, Y, X) volume perpendicular to ``axis`` at ``index``."""
     return vol[(slice(None),) * axis + (index,)]
@@ -249,8 +257,7 @@ class Augment:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cut augmented ``tile``² patches from (B, S, S) or (B, K, S, S) crops; returns
         (B, K, T, T) images (K = 1 for the former) and (B, T, T) labels."""
-        if images.ndim == 3:
-            images = images[:, None]
+        images = with_channels(images)
         b, k, s, _ = images.shape
         u = lambda *shape: torch.rand(*shape, generator=gen)  # noqa: E731
         theta_angle = (u(b) * 2 * math.pi) if self.rotate else torch.zeros(b)

@@ -22,6 +22,7 @@ from vemcell.errors import VemcellError
 from vemcell.io import atomic_path
 from vemcell.modelcard import CARD_FORMAT, write_card
 from vemcell.segment import direction_slices
+from vemcell_train.data import with_channels
 from vemcell_train.model import SoftmaxModel, build_model, count_parameters
 from vemcell_train.train import load_checkpoint
 
@@ -154,8 +155,7 @@ class _SliceReader:
     """onnxruntime calibration reader: batches of normalised 2D slices of a volume."""
 
     def __init__(self, slices: np.ndarray, batch: int = 4) -> None:
-        if slices.ndim == 3:  # single slices: one input channel
-            slices = slices[:, None]
+        slices = with_channels(slices)
         self._batches = [slices[i : i + batch] for i in range(0, len(slices), batch)]
         self._i = 0
 

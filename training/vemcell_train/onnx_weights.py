@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from vemcell.errors import VemcellError
+from vemcell_train.data import with_channels
 from vemcell_train.model import AttentionUNet, build_model
 from vemcell_train.train import CHECKPOINT_FORMAT, _save
 
@@ -156,7 +157,7 @@ def _calibrate(
         gen = torch.Generator().manual_seed(0)
         x = torch.rand(4, net.in_channels, size * 4, size * 4, generator=gen)
     else:
-        x = torch.from_numpy(_batch(images))
+        x = torch.from_numpy(with_channels(np.asarray(images, np.float32)))
     sums: dict[nn.Conv2d, tuple[torch.Tensor, torch.Tensor, int]] = {}
 
     def hook(mod, _inp, out):
@@ -187,12 +188,6 @@ def _calibrate(
             bn.running_var.copy_(var.float())
             bn.weight.copy_(torch.sqrt(var + bn.eps).float())
             bn.bias.copy_(b_fused + mean.float())
-
-
-def _batch(images: np.ndarray) -> np.ndarray:
-    """Images (N, H, W) or (N, K, H, W) as a float32 network input (N, K, H, W)."""
-    x = np.asarray(images, np.float32)
-    return x[:, None] if x.ndim == 3 else x
 
 
 def max_difference(net: nn.Module, onnx_path: str | os.PathLike, x: np.ndarray) -> float:
@@ -231,7 +226,7 @@ def checkpoint_from_onnx(
     net = recover_network(path, arch, calibration)
     d = 2 ** arch["depth"]
     if calibration is not None:
-        x = _batch(calibration[:4])
+        x = with_channels(np.asarray(calibration[:4], np.float32))
     else:
         shape = (2, arch["in_channels"], 4 * d, 6 * d)
         x = np.random.default_rng(0).random(shape, dtype=np.float32)

@@ -22,7 +22,7 @@ from vemcell.io import atomic_path
 from vemcell.metrics import confusion_matrix, iou_from_confusion
 from vemcell.progress import Progress
 from vemcell.segment import direction_slices
-from vemcell_train.data import IGNORE, Augment, SliceSampler, VolumePair
+from vemcell_train.data import IGNORE, Augment, SliceSampler, VolumePair, with_channels
 from vemcell_train.losses import TverskyLoss
 from vemcell_train.model import add_context_into, build_model, count_parameters, widen_into
 
@@ -293,7 +293,7 @@ def train(
             if augment is not None:
                 x, y = augment(x_np, y_np, config.tile, gen)
             else:
-                x, y = (x_np[:, None] if x_np.ndim == 3 else x_np), y_np
+                x, y = with_channels(x_np), y_np
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(model(x), y)
             if not torch.isfinite(loss):

@@ -42,13 +42,13 @@ def _int8(args: argparse.Namespace, out: Path, facts: dict, progress: Progress) 
     from vemcell.io import read_volume
     from vemcell.metrics import iou_per_class, iou_report
     from vemcell.modelcard import load_card, write_card
-    from vemcell.segment import Segmenter, prepare, segment
+    from vemcell.segment import prepare, segment
     from vemcell_train.export import calibration_slices, quantise_int8
 
     card32 = load_card(out)
     vol = read_volume(args.calibration)
     work, _ = prepare(vol, card32, directions=args.directions)
-    context = Segmenter(card32, threads=1).context  # what the exported network takes
+    context = (facts["net"].in_channels - 1) // 2  # neighbouring slices the network takes
     slices = calibration_slices(work, 24, card32.divisor, card32.tile, context)
     q_path = out.with_name(out.stem + "_int8.onnx")
     quantise_int8(out, q_path, slices)
