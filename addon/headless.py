@@ -80,6 +80,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     g.add_argument("--median", type=int, default=3)
     g.add_argument("--tta", action="store_true", help="average 8 rotations/mirror images per slice")
+    g.add_argument(
+        "--keep-specks",
+        action="store_true",
+        help="keep organelle pieces below the model card's minimum sizes",
+    )
     g.add_argument("--smooth", type=int, default=None)
     g.add_argument("--decimate", type=float, default=None)
     g.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"))
@@ -141,6 +146,7 @@ def main(argv: list[str]) -> int:
             directions=args.directions,
             median=args.median,
             tta=args.tta,
+            remove_specks=not args.keep_specks,
             separate_cells="off" if args.no_cells else "auto",
             smooth=args.smooth,
             decimate=args.decimate,

@@ -392,6 +392,9 @@ def test_run_options_match_the_backend_cli(core, tmp_path):
     assert args.tta is True
     default = build_parser().parse_args(core["backend"].RunOptions("v.tif").arguments(tmp_path))
     assert default.directions == "auto" and default.tta is False
+    assert default.min_size is None  # the model card's sizes
+    keep = core["backend"].RunOptions("v.tif", remove_specks=False).arguments(tmp_path)
+    assert build_parser().parse_args(keep).min_size == ["off"]
 
 
 @pytest.fixture(scope="module")

@@ -154,6 +154,37 @@ def test_segment_command_writes_labels_with_metadata(tmp_path, band_model):
     assert read_volume(out, kind="labels").voxel_size_nm == (20.0, 20.0, 20.0)
 
 
+def test_min_size_reaches_segment_run_and_evaluate(tmp_path, band_model, capsys):
+    """--min-size on the command line: specks go, the report says so, a bad value is one line."""
+    vol = two_cells(tmp_path / "cells.tif")
+    img = read_volume(vol).array()
+    img[2:4, 2:4, 2:4] = 230  # an 8-voxel "nucleus" speck in the background
+    write_tiff(vol, img, (20.0, 20.0, 20.0))
+    common = ["--model", str(band_model), "--cells", "off", "--median", "0"]
+    out = tmp_path / "run"
+    assert main(["run", str(vol), "--out", str(out), *common, "--min-size", "nucleus=0.0001"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["segmentation"]["min_size_um3"] == {"nucleus": 0.0001}
+    assert report["segmentation"]["specks_removed"] == {"nucleus": 1}
+    assert report["parameters"]["min_size"] == {"nucleus": 0.0001}
+    assert tifffile.imread(out / "labels.tif")[3, 3, 3] == 0
+    seg = tmp_path / "plain.tif"
+    assert main(["segment", str(vol), "--out", str(seg), *common[:2], "--median", "0"]) == 0
+    assert tifffile.imread(seg)[3, 3, 3] == 2  # this card names no sizes
+    report_json = tmp_path / "eval.json"
+    args = ["evaluate", "--model", str(band_model), "--image", str(vol), "--labels", str(seg)]
+    assert main([*args, "--median", "0", "--json", str(report_json), "--min-size", "off"]) == 0
+    assert json.loads(report_json.read_text())["iou"]["nucleus"] == 1.0
+    assert main([*args, "--json", str(report_json), "--min-size", "nucleus=1e-4"]) == 0
+    assert json.loads(report_json.read_text())["min_size_um3"] == {"nucleus": 0.0001}
+    capsys.readouterr()
+    bad = ["segment", str(vol), "--out", str(tmp_path / "x.tif"), "--model", str(band_model)]
+    assert main([*bad, "--min-size", "golgi=0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'golgi', which is not a class of model band" in err[0]
+    assert not (tmp_path / "x.tif").exists()
+
+
 def test_pseudolabels_mark_unsure_voxels_and_score_like_labels(tmp_path, band_model, capsys):
     """`vemcell pseudolabel` writes the prediction with 255 where unsure; evaluate skips 255."""
     clean = read_volume(two_cells(tmp_path / "clean.tif")).array().astype(np.float32)

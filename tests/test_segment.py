@@ -387,3 +387,72 @@ def test_confidence_is_the_chosen_class_probability_and_marks_unsure_voxels(tmp_
     assert not (pseudo_labels(boxed.labels, boxed.confidence, 0.0) == 255).any()
     with pytest.raises(VemcellError, match="between 0 and 1"):
         pseudo_labels(boxed.labels, boxed.confidence, 70)
+
+
+def test_small_pieces_go_to_the_class_around_them(band_card):
+    labels = np.zeros((20, 30, 30), np.uint8)
+    labels[2:18, 2:28, 2:15] = 1
+    labels[5:15, 5:25, 18:28] = 2  # a large class-2 object, kept
+    labels[8:10, 8:10, 8] = 2  # a 4-voxel speck inside class 1
+    labels[17, 17, 17] = labels[18, 18, 18] = 2  # two voxels touching at a corner: one piece
+    labels[0, 0, 0] = 1  # a class-1 speck in the background corner
+    before = labels.copy()
+    out, removed = segment.remove_small_pieces(labels, {2: 5, 1: 2}, band_card)
+    np.testing.assert_array_equal(labels, before)  # the input is left alone
+    assert (out[8:10, 8:10, 8] == 1).all()
+    assert out[17, 17, 17] == 0 and out[18, 18, 18] == 0 and out[0, 0, 0] == 0
+    assert (out[5:15, 5:25, 18:28] == 2).all() and (out[2:18, 2:28, 2:15] == 1).all()
+    assert removed == {"class2": 2, "class1": 1}
+    kept, removed = segment.remove_small_pieces(labels, {2: 2}, band_card)
+    assert kept[17, 17, 17] == 2 and kept[8, 8, 8] == 2 and removed == {}
+    assert segment.remove_small_pieces(labels, {}, band_card)[0] is labels
+
+
+def test_segment_applies_the_cards_minimum_sizes_in_um3(tmp_path):
+    card_path = make_band_model(tmp_path, tile=64, k=20.0, class_names=("bg", "cyto", "dot"))
+    raw = json.loads(card_path.read_text())
+    raw["min_size_um3"] = {"dot": 0.001}  # 125 voxels of 20 nm
+    card_path.write_text(json.dumps(raw))
+    card = load_card(card_path)
+    assert card.min_size_um3 == {"dot": 0.001} and card.to_dict()["min_size_um3"]["dot"] == 0.001
+    img, truth = banded_volume((24, 48, 56))
+    img[2:5, 2:5, 2:5] = 0.9  # 27 voxels: a speck in the background
+    img[10:13, 20:23, 20:23] = 0.9  # and one in class 1
+    vol = Volume(img, (20.0, 20.0, 20.0))
+    kept = segment.segment(vol, card, directions=1, median=0, min_size={}, confidence=True)
+    assert (kept.labels[2:5, 2:5, 2:5] == 2).all() and kept.specks_removed == {}
+    res = segment.segment(vol, card, directions=1, median=0, confidence=True)
+    assert res.min_size_um3 == {"dot": 0.001} and res.specks_removed == {"dot": 2}
+    assert (res.labels[2:5, 2:5, 2:5] == 0).all() and (res.labels[10:13, 20:23, 20:23] == 1).all()
+    np.testing.assert_array_equal(res.labels[truth == 2], 2)  # the ball (7 k voxels) stays
+    changed = res.labels != kept.labels
+    assert changed.sum() == 54 and (res.confidence[changed] == 0).all()
+    # on 10 nm voxels the same specks are 27 voxels of 0.001 µm³ / 8: smaller still
+    fine = segment.segment(Volume(img, (10.0, 10.0, 10.0)), card, directions=1, median=0)
+    assert fine.specks_removed == {"dot": 2}
+    assert segment.min_size_voxels(card, {"dot": 0.001}, (10.0, 10.0, 10.0)) == {2: 1000}
+
+
+def test_min_size_options_and_card_field_are_checked(tmp_path):
+    card_path = make_band_model(tmp_path, class_names=("bg", "cyto", "dot"))
+    card = load_card(card_path)
+    assert segment.parse_min_size(None, card) is None
+    assert segment.parse_min_size(["dot=0.002"], card) == {"dot": 0.002}
+    assert segment.parse_min_size(["dot=0.002", "off"], card) == {}
+    assert segment.parse_min_size(["off", "cyto=1e-3"], card) == {"cyto": 0.001}
+    for bad, msg in [("dot", "CLASS=VOLUME"), ("dot=-1", "CLASS=VOLUME"), ("dot=x", "CLASS=")]:
+        with pytest.raises(VemcellError, match=msg):
+            segment.parse_min_size([bad], card)
+    with pytest.raises(VemcellError, match="'nuc', which is not a class of model band"):
+        segment.parse_min_size(["nuc=0.1"], card)
+    raw = json.loads(card_path.read_text())
+    for value, msg in [
+        ({"nuc": 0.1}, "not one of the classes"),
+        ({"dot": -0.1}, "volume ≥ 0"),
+        ({"dot": "big"}, "volume ≥ 0"),
+        ([0.1], "map class names"),
+    ]:
+        raw["min_size_um3"] = value
+        card_path.write_text(json.dumps(raw))
+        with pytest.raises(VemcellError, match=msg):
+            load_card(card_path)

@@ -341,6 +341,14 @@ def test_export_matches_torch_and_evaluate_scores_it(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert set(report["iou"]) == {"background", "blob", "dot"}
     assert 0.0 <= report["mean_iou"] <= 1.0
+    assert report["min_size_um3"] == {}
+    # minimum piece sizes go into the card; a class the network lacks is one sentence
+    sized = tmp_path / "sized.onnx"
+    facts = export_checkpoint(tmp_path / "run" / "last.pt", sized, min_size=["dot=0.002"])
+    assert load_card(sized).min_size_um3 == {"dot": 0.002}
+    with pytest.raises(VemcellError, match="'golgi', which is not a class of this checkpoint"):
+        export_checkpoint(tmp_path / "run" / "last.pt", tmp_path / "x.onnx", min_size=["golgi=1"])
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_training_commands_explain_a_missing_torch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,6 +36,11 @@ def test_vnc_model_reproduces_card_iou(tmp_path):
     iou = json.loads(rep.read_text(encoding="utf-8"))["iou"]
     for name, value in card["validation"]["iou"].items():
         assert iou[name] == pytest.approx(value, abs=2e-3), name
+    # the card's minimum piece sizes are what moved mitochondria and synapses
+    assert main([*args, "--directions", "1", "--json", str(rep), "--min-size", "off"]) == 0
+    iou = json.loads(rep.read_text(encoding="utf-8"))["iou"]
+    for name, value in card["validation"]["without_min_size"]["iou"].items():
+        assert iou[name] == pytest.approx(value, abs=2e-3), name
 
 
 def test_vnc_model_splits_neurites_along_its_membranes(tmp_path):
@@ -63,7 +68,7 @@ def test_vnc_model_splits_neurites_along_its_membranes(tmp_path):
     assert ids.max() < sum(spans)  # sections are joined into 3D neurites
 
 
-def test_models_lists_vnc5_with_its_slice_context(capsys):
+def test_models_lists_vnc5_with_its_slice_context_and_minimum_sizes(capsys):
     """The shipped vnc5 takes each section with 2 neighbours either side: its ONNX input has 5
     channels, its card says so and ``vemcell models`` tells the user."""
     from vemcell.modelcard import load_card
@@ -75,3 +80,4 @@ def test_models_lists_vnc5_with_its_slice_context(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "each slice with the 2 on either side of it" in out.split("vnc5:")[1]
+    assert "specks   removed: mitochondrion < 0.0005 µm³, synapse < 0.0005 µm³" in out

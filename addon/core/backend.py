@@ -111,6 +111,7 @@ class RunOptions:
     directions: int | str = "auto"
     median: int = 3
     tta: bool = False
+    remove_specks: bool = True  # the model card's minimum organelle sizes (--min-size off: no)
     separate_cells: str = "auto"
     foreground: str = "auto"
     smooth: int | None = None
@@ -127,6 +128,8 @@ class RunOptions:
         args += ["--directions", str(self.directions), "--median", str(int(self.median))]
         if self.tta:
             args.append("--tta")
+        if not self.remove_specks:
+            args += ["--min-size", "off"]
         if self.smooth is not None:
             args += ["--smooth", str(int(self.smooth))]
         if self.decimate is not None:

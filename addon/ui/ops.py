@@ -30,6 +30,7 @@ def _options(settings: props.VemcellSettings) -> backend.RunOptions:
         directions="auto" if settings.directions == "AUTO" else int(settings.directions),
         median=settings.median,
         tta=settings.tta,
+        remove_specks=settings.remove_specks,
         separate_cells="auto" if settings.separate_cells else "off",
         foreground=settings.foreground,
         smooth=settings.smooth,

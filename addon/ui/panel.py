@@ -35,6 +35,7 @@ class VEMCELL_PT_main(_Base, bpy.types.Panel):
         opts.prop(s, "directions")
         opts.prop(s, "median")
         opts.prop(s, "tta")
+        opts.prop(s, "remove_specks")
         opts.prop(s, "separate_cells")
         if s.separate_cells:
             opts.prop(s, "foreground")

@@ -119,6 +119,12 @@ class VemcellSettings(bpy.types.PropertyGroup):
         "8x slower",
         default=False,
     )
+    remove_specks: bpy.props.BoolProperty(  # type: ignore[valid-type]
+        name="Remove specks",
+        description="Give organelle pieces smaller than the model's minimum size (its card's "
+        "min_size_um3) to the class around them",
+        default=True,
+    )
     separate_cells: bpy.props.BoolProperty(  # type: ignore[valid-type]
         name="Separate cells", description="Split the cytoplasm into cells", default=True
     )

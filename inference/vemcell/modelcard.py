@@ -17,6 +17,7 @@ A card looks like::
       "output": "probabilities",
       "voxel_size_nm": 10.0,
       "cell_boundary_class": null,
+      "min_size_um3": {"peroxisome": 0.0008},
       "training": {...}, "validation": {...}, "licence": "..."
     }
 
@@ -25,7 +26,9 @@ A card looks like::
 uint8, percentile otherwise). ``output`` is ``"probabilities"`` (softmax inside the network)
 or ``"logits"``. ``cell_boundary_class`` names a membrane class for dense tissue (neurites):
 cells are then split along it (:func:`vemcell.cells.membrane_cells`) instead of by the
-distance watershed meant for cells surrounded by resin.
+distance watershed meant for cells surrounded by resin. ``min_size_um3`` gives, per class, the
+volume below which a connected piece of that class is taken for a speck and given to the class
+around it (:func:`vemcell.segment.remove_small_pieces`).
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class ModelCard:
     voxel_size_nm: float | None = None
     cell_boundary_class: int | None = None
     title: str = ""
+    min_size_um3: dict[str, float] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -102,6 +106,8 @@ class ModelCard:
         )
         if self.cell_boundary_class is not None:
             d["cell_boundary_class"] = self.cell_boundary_class
+        if self.min_size_um3:
+            d["min_size_um3"] = dict(self.min_size_um3)
         return d
 
 
@@ -120,6 +126,27 @@ def _color(value: Any, where: str) -> tuple[float, float, float, float]:
     if len(parts) != 4 or not all(0.0 <= v <= 1.0 for v in parts):
         raise VemcellError(f"{where}: colour {value!r} is not [r, g, b(, a)] in 0..1 or 0..255.")
     return tuple(parts)  # type: ignore[return-value]
+
+
+def check_min_sizes(sizes: Any, class_names: list[str], where: str) -> dict[str, float]:
+    """``{class name: µm³}`` checked: known classes, numbers of at least 0."""
+    if not isinstance(sizes, dict):
+        raise VemcellError(f"{where}: min_size_um3 must map class names to volumes in µm³.")
+    out = {}
+    for name, value in sizes.items():
+        if name not in class_names:
+            raise VemcellError(
+                f"{where}: min_size_um3 names {name!r}, which is not one of the classes "
+                f"({', '.join(class_names)})."
+            )
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = -1.0
+        if not v >= 0.0 or isinstance(value, bool):
+            raise VemcellError(f"{where}: min_size_um3 for {name} must be a volume ≥ 0 µm³.")
+        out[str(name)] = v
+    return out
 
 
 def parse_card(data: dict[str, Any], card_path: Path) -> ModelCard:
@@ -157,6 +184,7 @@ def parse_card(data: dict[str, Any], card_path: Path) -> ModelCard:
         isinstance(cb, bool) or not isinstance(cb, int) or not 0 <= cb < len(classes)
     ):
         raise VemcellError(f"{where}: cell_boundary_class {cb!r} is not one of the classes.")
+    min_size = check_min_sizes(data.get("min_size_um3") or {}, [c.name for c in classes], where)
     return ModelCard(
         name=str(data.get("name", card_path.stem)),
         title=str(data.get("title", data.get("name", card_path.stem))),
@@ -169,6 +197,7 @@ def parse_card(data: dict[str, Any], card_path: Path) -> ModelCard:
         output=output,
         voxel_size_nm=None if vs is None else float(vs),
         cell_boundary_class=cb,
+        min_size_um3=min_size,
         raw=dict(data),
         path=card_path,
     )

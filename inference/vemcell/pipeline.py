@@ -48,6 +48,7 @@ class RunOptions:
     fuse: str = "mean"
     denoise: str = "none"
     tta: bool = False  # average 8 rotations / mirror images of each slice
+    min_size: dict[str, float] | None = None  # class -> µm³ below which pieces go; None: card's
     voxel_size_nm: tuple[float, float, float] | None = None
     smooth: int | None = None  # None: iterations chosen from the voxel anisotropy
     decimate: float = 0.5
@@ -64,6 +65,7 @@ class RunOptions:
             "fuse": self.fuse,
             "denoise": self.denoise,
             "tta": self.tta,
+            "min_size": self.min_size,
         }
 
 
@@ -298,6 +300,7 @@ def _segment_per_cell(
     boxes = cells.cell_boxes(instances, cells.crop_margin_voxels(vol.voxel_size_nm))
     labels = np.full(vol.shape, card.background_class or 0, np.uint8)
     result = None
+    removed: dict[str, int] = {}
     for k, (cell_id, box) in enumerate(sorted(boxes.items())):
         crop = Volume(
             data=np.ascontiguousarray(vol.data[box]),
@@ -308,11 +311,14 @@ def _segment_per_cell(
         result = segment.segment(crop, card, **opt.segmentation_kwargs(), segmenter=seg)
         inside = instances[box] == cell_id
         labels[box][inside] = result.labels[inside]
+        for name, n in result.specks_removed.items():
+            removed[name] = removed.get(name, 0) + n
         prog.update((k + 1) / len(boxes), f"cell {k + 1}/{len(boxes)}")
     if result is None:
         raise VemcellError("No cells were found to segment.")
     result.labels = labels
     result.working_shape = tuple(vol.shape)
+    result.specks_removed = removed
     return result
 
 
@@ -349,6 +355,8 @@ def _report(
             "working_shape_zyx": list(seg_result.working_shape),
             "directions": seg_result.directions,
             "execution_providers": seg_result.providers,
+            "min_size_um3": seg_result.min_size_um3,
+            "specks_removed": seg_result.specks_removed,
         },
         "cells": cells_report,
         "meshes": len(meshes),

@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 from vemcell.errors import VemcellError
 from vemcell.io import atomic_path
 from vemcell.modelcard import CARD_FORMAT, write_card
-from vemcell.segment import direction_slices
+from vemcell.segment import direction_slices, min_size_from_options
 from vemcell_train.data import with_channels
 from vemcell_train.model import SoftmaxModel, build_model, count_parameters
 from vemcell_train.train import load_checkpoint
@@ -218,14 +219,22 @@ def export_checkpoint(
     *,
     name: str | None = None,
     extra_card: dict[str, Any] | None = None,
+    min_size: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Export ``checkpoint`` to ``out`` (.onnx) plus ``out.json``; returns facts for the report."""
+    """Export ``checkpoint`` to ``out`` (.onnx) plus ``out.json``; returns facts for the report.
+
+    ``min_size`` (``CLASS=µm³`` items, as ``--min-size``) goes into the card's ``min_size_um3``.
+    """
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise VemcellError(f"--out must end in .onnx, not '{out.name}'.")
     ckpt = load_checkpoint(checkpoint)
     if name:
         ckpt["card"] = {**ckpt["card"], "name": name}
+    if min_size:
+        names = [c["name"] if isinstance(c, dict) else str(c) for c in ckpt["card"]["classes"]]
+        sizes = min_size_from_options(min_size, {}, names, "this checkpoint")
+        extra_card = {**(extra_card or {}), "min_size_um3": sizes}
     net = model_from_checkpoint(ckpt)
     t0 = time.perf_counter()
     export_onnx(net, out)

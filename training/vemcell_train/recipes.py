@@ -421,7 +421,7 @@ def score_plastid(model: Path, out_dir: Path, data_dir: Path = PLASTID_DATA) -> 
         f"{image.shape[1]} × {image.shape[2]} at 40 × 10 × 10 nm; plastid = instance > 0",
         "method": "vemcell evaluate (vemcell.segment.segment, 1 direction, median 3), IoU per "
         "class against the labels at 10 nm; class probabilities interpolated from 40 nm to "
-        "10 nm before the most probable class is taken",
+        "10 nm before the most probable class is taken" + _specks(card),
         "reproduce": "python -m vemcell_train.recipes score-plastid OUT "
         f"--model models/{model.name}",
         "iou": reports["held_out"]["iou"],
@@ -436,6 +436,14 @@ def score_plastid(model: Path, out_dir: Path, data_dir: Path = PLASTID_DATA) -> 
     }
     (out_dir / "validation.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _specks(card) -> str:
+    """How the score treated specks, for a validation record's ``method``."""
+    if not any(v > 0 for v in card.min_size_um3.values()):
+        return ""
+    sizes = ", ".join(f"{k} {v:g}" for k, v in card.min_size_um3.items() if v > 0)
+    return f"; pieces under the card's min_size_um3 ({sizes} µm³) given to their surroundings"
 
 
 def score_vnc5(model: Path, out_dir: Path, data_dir: Path = VNC_DATA) -> dict:
@@ -462,7 +470,8 @@ def score_vnc5(model: Path, out_dir: Path, data_dir: Path = VNC_DATA) -> dict:
         "checkpoints), 1024 × 1024 at 50 × 4.6 × 4.6 nm",
         "method": "vemcell evaluate (vemcell.segment.segment, 1 direction, median 3), IoU per "
         f"class against the labels at 4.6 nm (the model works at {card.voxel_size_nm:g} nm; "
-        "class probabilities are interpolated to 4.6 nm before the most probable class is taken)",
+        "class probabilities are interpolated to 4.6 nm before the most probable class is taken)"
+        + _specks(card),
         "reproduce": f"python -m vemcell_train.recipes score-vnc5 OUT --model models/{model.name}",
         "iou": report["iou"],
         "mean_iou": report["mean_iou"],
@@ -520,7 +529,7 @@ def score_cmerolae6(
         "data": f"5 fresh synthetic volumes {list(shape)} at {voxel_nm:g} nm, one per cell-cycle "
         f"stage, seeds {seed0 + 1}–{seed0 + 5} (never used in training)",
         "method": "vemcell evaluate (vemcell.segment.segment, median 3), IoU per class, "
-        "mean over the five stages",
+        "mean over the five stages" + _specks(card),
         "iou": means[3],
         "mean_iou": round(sum(present) / len(present), 4),
         "iou_1_direction": means[1],

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vemcell.commands.info import add_directions_argument, add_tta_argument
+from vemcell.commands.info import add_directions_argument, add_min_size_argument, add_tta_argument
 from vemcell.errors import VemcellError
 from vemcell.io import atomic_path, read_volume
 from vemcell.metrics import (
@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_directions_argument(p, "predict XY slices only (1) or XY, XZ and YZ fused (3)")
     p.add_argument("--median", type=int, default=3, help="3D median filter size (0: none)")
     add_tta_argument(p)
+    add_min_size_argument(p)
     p.add_argument("--label-map", help="map label values to classes, e.g. '0=0,*=3'")
     p.add_argument(
         "--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"), help="override, in nm"
@@ -59,8 +60,12 @@ def evaluate(
     progress: Progress | None = None,
     segmenter: Any = None,
     tta: bool = False,
+    min_size: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Segment ``image_path`` with ``card``'s model and score it against ``labels_path``."""
+    """Segment ``image_path`` with ``card``'s model and score it against ``labels_path``.
+
+    ``min_size`` as in :func:`vemcell.segment.segment` (None: the card's).
+    """
     from vemcell.segment import segment
 
     vol = read_volume(image_path, voxel_size_nm=voxel_size_nm)
@@ -81,6 +86,7 @@ def evaluate(
         progress=progress,
         segmenter=segmenter,
         tta=tta,
+        min_size=min_size,
     )
     seconds = time.perf_counter() - t0
     iou = iou_per_class(result.labels, truth, card.n_classes, ignore=UNLABELLED)
@@ -93,6 +99,7 @@ def evaluate(
             "directions": result.directions,
             "median": median,
             "tta": tta,
+            "min_size_um3": result.min_size_um3,
             "seconds": round(seconds, 2),
             "voxels": int(np.prod(vol.shape)),
             "unlabelled_voxels": int(np.count_nonzero(truth == UNLABELLED)),
@@ -102,7 +109,10 @@ def evaluate(
 
 
 def run(args: argparse.Namespace) -> int:
+    from vemcell.segment import parse_min_size
+
     card = resolve_model(args.model)
+    min_size = parse_min_size(args.min_size, card)
     if args.median < 0:
         raise VemcellError(f"--median must be 0 or a positive size, not {args.median}.")
     progress = Progress(args.progress, [("segment", 1.0)])
@@ -118,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
             threads=args.threads,
             progress=progress,
             tta=args.tta,
+            min_size=min_size,
         )
     if args.json:
         with atomic_path(args.json) as tmp:

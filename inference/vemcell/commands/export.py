@@ -31,6 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-map", help="map calibration label values to classes")
     p.add_argument("--directions", type=int, choices=[1, 3], default=1, help="for the comparison")
     p.add_argument(
+        "--min-size",
+        action="append",
+        default=[],
+        metavar="CLASS=UM3",
+        help="store the smallest piece of CLASS kept at inference in the card (repeatable)",
+    )
+    p.add_argument(
         "--validation",
         help="JSON from 'vemcell evaluate' (or a list of them) to store as the card's validation",
     )
@@ -97,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
             ) from None
     progress = Progress(args.progress, [("export", 1.0), ("int8", 4.0 if args.int8 else 0.0)])
     with progress.stage("export", "exporting ONNX"):
-        facts = export_mod.export_checkpoint(args.checkpoint, out, name=args.name, extra_card=extra)
+        facts = export_mod.export_checkpoint(
+            args.checkpoint, out, name=args.name, extra_card=extra, min_size=args.min_size
+        )
     q = None
     if args.int8:
         with progress.stage("int8", "quantising to INT8"):

@@ -48,6 +48,17 @@ def add_tta_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_min_size_argument(p: argparse.ArgumentParser) -> None:
+    """The shared ``--min-size`` (pieces of a class smaller than this are specks)."""
+    p.add_argument(
+        "--min-size",
+        action="append",
+        metavar="CLASS=UM3",
+        help="give pieces of CLASS smaller than UM3 µm³ to the class around them (repeatable; "
+        "CLASS=0 keeps every piece; 'off' drops the model card's sizes; default: the card's)",
+    )
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("volume", help="TIFF stack, folder of slices, MRC file or Zarr store")
     add_voxel_argument(p)

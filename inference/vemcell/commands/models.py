@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
         context = (c.raw.get("input") or {}).get("context_slices")
         if context:
             print(f"    input    each slice with the {context} on either side of it")
+        if c.min_size_um3:
+            sizes = ", ".join(f"{k} < {v:g} µm³" for k, v in c.min_size_um3.items() if v > 0)
+            print(f"    specks   removed: {sizes} (--min-size)")
         iou = (c.raw.get("validation") or {}).get("iou")
         if isinstance(iou, dict):
             scores = ", ".join(f"{k} {v:.3f}" for k, v in iou.items() if isinstance(v, float))

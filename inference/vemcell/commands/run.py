@@ -57,7 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     """RunOptions from parsed arguments."""
+    from vemcell.modelcard import resolve_model
     from vemcell.pipeline import RunOptions
+    from vemcell.segment import parse_min_size
 
     return RunOptions(
         model=args.model,
@@ -66,6 +68,9 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         fuse=args.fuse,
         denoise=args.denoise,
         tta=args.tta,
+        min_size=parse_min_size(args.min_size, resolve_model(args.model))
+        if args.min_size
+        else None,
         voxel_size_nm=tuple(args.voxel_size) if args.voxel_size else None,
         smooth=args.smooth,
         decimate=args.decimate,

@@ -6,7 +6,12 @@ import argparse
 import sys
 from typing import Any
 
-from vemcell.commands.info import add_directions_argument, add_tta_argument, add_voxel_argument
+from vemcell.commands.info import (
+    add_directions_argument,
+    add_min_size_argument,
+    add_tta_argument,
+    add_voxel_argument,
+)
 from vemcell.progress import Progress
 
 HELP = "segment organelles with an ONNX U-Net (1 or 3 directions) into a label TIFF"
@@ -36,6 +41,7 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
         help="combine the 3 directions by mean probability or per-class maximum",
     )
     add_tta_argument(p)
+    add_min_size_argument(p)
     p.add_argument(
         "--denoise",
         choices=["none", "median", "bilateral"],
@@ -80,6 +86,7 @@ def read_and_segment(args: argparse.Namespace, prog: Progress, **extra: Any) -> 
             threads=args.threads,
             progress=prog,
             tta=args.tta,
+            min_size=segment.parse_min_size(args.min_size, card),
             **extra,
         )
     return vol, card, result
