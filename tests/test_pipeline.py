@@ -216,3 +216,33 @@ def test_pseudolabels_mark_unsure_voxels_and_score_like_labels(tmp_path, band_mo
     assert (
         err[-1].endswith("--min-confidence must be between 0 and 1, not 70.") and not bad.exists()
     )
+
+
+def test_min_size_command_picks_the_size_that_drops_specks_and_keeps_organelles(
+    tmp_path, band_model, capsys
+):
+    """`vemcell min-size` on a volume whose bright specks are labelled cytoplasm: the chosen size
+    lies between the specks (8 voxels) and the nuclei (2 k voxels)."""
+    vol = two_cells(tmp_path / "cells.tif")
+    img = read_volume(vol).array()
+    truth = np.where(img > 200, 2, np.where(img > 100, 1, 0)).astype(np.uint8)
+    for z, y, x in [(20, 20, 12), (30, 40, 16), (20, 44, 60), (28, 22, 78)]:
+        img[z : z + 2, y : y + 2, x : x + 2] = 230  # bright specks inside the cells' cytoplasm
+    write_tiff(vol, img, (20.0, 20.0, 20.0))
+    lab = tmp_path / "truth.tif"
+    write_tiff(lab, truth, (20.0, 20.0, 20.0))
+    out = tmp_path / "sizes.json"
+    args = ["min-size", "--model", str(band_model), "--image", str(vol), "--labels", str(lab)]
+    sizes = ["--sizes", "0", "0.00004", "0.0001", "0.1"]  # 0, 5, 12.5 and 12.5 k voxels
+    assert main([*args, *sizes, "--median", "0", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["chosen"] == {"nucleus": 0.0001}
+    assert "chosen: --min-size nucleus=0.0001" in printed
+    rows = {r["um3"]: r["iou"] for r in report["table"]["nucleus"]}
+    assert rows[0.0] < rows[0.0001] == 1.0 and rows[0.1] == 0.0
+    assert report["iou_chosen"]["nucleus"] == 1.0 and report["table"]["cytoplasm"]
+    assert main([*args, "--labels", str(lab), str(lab), "--progress", "none"]) == 2
+    assert "give one label volume per image" in capsys.readouterr().err
+    assert main([*args, "--classes", "golgi"]) == 2
+    assert "'golgi', which is not a class of model band" in capsys.readouterr().err

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "sam-export": "sam_export",
     "train": "train",
     "evaluate": "evaluate",
+    "min-size": "min_size",
     "export": "export",
     "crossval": "crossval",
     "render": "render",

@@ -17,7 +17,7 @@ import numpy as np
 
 from vemcell.commands.info import add_directions_argument, add_min_size_argument, add_tta_argument
 from vemcell.errors import VemcellError
-from vemcell.io import atomic_path, read_volume
+from vemcell.io import Volume, atomic_path, read_volume
 from vemcell.metrics import (
     UNLABELLED,
     apply_label_map,
@@ -47,6 +47,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="write {'iou': {class: value}, 'mean_iou': …} to this file")
 
 
+def read_pair(
+    card: ModelCard,
+    image_path: str | Path,
+    labels_path: str | Path,
+    label_map: str | None = None,
+    voxel_size_nm: tuple[float, float, float] | None = None,
+) -> tuple[Volume, np.ndarray]:
+    """An image volume and its labels as class indices of ``card`` (255 = not labelled)."""
+    vol = read_volume(image_path, voxel_size_nm=voxel_size_nm)
+    truth_vol = read_volume(labels_path, kind="labels")
+    if truth_vol.shape != vol.shape:
+        raise VemcellError(
+            f"The labels ({' × '.join(map(str, truth_vol.shape))}) and the image "
+            f"({' × '.join(map(str, vol.shape))}) differ in shape."
+        )
+    return vol, apply_label_map(truth_vol.array(), parse_label_map(label_map), card.n_classes)
+
+
 def evaluate(
     card: ModelCard,
     image_path: str | Path,
@@ -68,14 +86,7 @@ def evaluate(
     """
     from vemcell.segment import segment
 
-    vol = read_volume(image_path, voxel_size_nm=voxel_size_nm)
-    truth_vol = read_volume(labels_path, kind="labels")
-    if truth_vol.shape != vol.shape:
-        raise VemcellError(
-            f"The labels ({' × '.join(map(str, truth_vol.shape))}) and the image "
-            f"({' × '.join(map(str, vol.shape))}) differ in shape."
-        )
-    truth = apply_label_map(truth_vol.array(), parse_label_map(label_map), card.n_classes)
+    vol, truth = read_pair(card, image_path, labels_path, label_map, voxel_size_nm)
     t0 = time.perf_counter()
     result = segment(
         vol,
