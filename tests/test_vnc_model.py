@@ -80,4 +80,4 @@ def test_models_lists_vnc5_with_its_slice_context_and_minimum_sizes(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "each slice with the 2 on either side of it" in out.split("vnc5:")[1]
-    assert "specks   removed: mitochondrion < 0.0005 µm³, synapse < 0.0005 µm³" in out
+    assert "specks   removed: mitochondrion < 0.000311 µm³, synapse < 0.000311 µm³" in out

@@ -62,9 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def default_sizes(card: ModelCard, voxel_nm: Sequence[float]) -> list[float]:
-    """0 and 10–3200 voxels of the model's grid (or the data's finest voxel), in µm³."""
+    """0 and 10–3200 voxels of the model's grid (or the data's finest voxel), in µm³ to 3 digits."""
     v = float(card.voxel_size_nm or min(voxel_nm))
-    return [round(n * v**3 * 1e-9, 12) for n in LADDER]
+    return [float(f"{n * v**3 * 1e-9:.3g}") for n in LADDER]
 
 
 def tune_min_size(
