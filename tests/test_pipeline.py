@@ -244,5 +244,7 @@ def test_min_size_command_picks_the_size_that_drops_specks_and_keeps_organelles(
     assert report["iou_chosen"]["nucleus"] == 1.0 and report["table"]["cytoplasm"]
     assert main([*args, "--labels", str(lab), str(lab), "--progress", "none"]) == 2
     assert "give one label volume per image" in capsys.readouterr().err
+    assert main([*args, "--median", "-1"]) == 2
+    assert "--median must be 0 or a positive size" in capsys.readouterr().err
     assert main([*args, "--classes", "golgi"]) == 2
     assert "'golgi', which is not a class of model band" in capsys.readouterr().err

@@ -140,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
             )
     if args.sizes and any(not (s >= 0 and math.isfinite(s)) for s in args.sizes):
         raise VemcellError("--sizes must be volumes of at least 0 µm³.")
+    if args.median < 0:
+        raise VemcellError(f"--median must be 0 or a positive size, not {args.median}.")
     if not 0 <= args.tolerance < 1:
         raise VemcellError(f"--tolerance must be between 0 and 1, not {args.tolerance}.")
     progress = Progress(args.progress, [("segment", 0.8), ("tune", 0.2)])
