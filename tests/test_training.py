@@ -494,3 +494,29 @@ def test_recipes_take_extra_pseudo_labelled_sections(tmp_path: Path) -> None:
     assert "u.tif with the labels u_labels.tif" in note
     with pytest.raises(SystemExit):
         recipes.main(["cmerolae6", str(tmp_path / "run"), "--extra", "a.tif", "b.tif"])
+
+
+def test_cmerolae6_scoring_repeats_average_every_volume(tmp_path: Path) -> None:
+    """score-cmerolae6 --repeats 2: two sets of five fresh volumes, each scored, and the means
+    over all ten per class (absent classes left out) in validation.json."""
+    from tiny_models import make_band_model
+    from vemcell_train.recipes import main as recipes_main
+
+    card = make_band_model(tmp_path, centres=(0.8, 0.5, 0.7, 0.45, 0.68, 0.7), tile=32)
+    out = tmp_path / "score"
+    args = ["score-cmerolae6", str(out), "--model", str(card), "--shape", "24", "40", "40"]
+    assert recipes_main([*args, "--voxel-nm", "100", "--seed0", "50", "--repeats", "2"]) == 0
+    v = json.loads((out / "validation.json").read_text())
+    assert v["means"]["volumes"] == 10 and v["means"]["seeds"] == "51–55, 151–155"
+    runs = [json.loads((out / f"s{s}" / "validation.json").read_text()) for s in (50, 150)]
+    for key, d in (("iou_3_directions", 3), ("iou_1_direction", 1)):
+        for name, mean in v["means"][key].items():
+            vals = [
+                r["iou"][name]
+                for run in runs
+                for r in run["per_stage"]
+                if r["directions"] == d and r["iou"][name] is not None
+            ]
+            assert mean == pytest.approx(sum(vals) / len(vals), abs=1e-4), name
+    with pytest.raises(VemcellError, match="--repeats must be at least 1"):
+        recipes_main([*args, "--repeats", "0"])
