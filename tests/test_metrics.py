@@ -1,4 +1,4 @@
-"""IoU (the paper's eq. 1) and label maps: numpy only, no torch needed."""
+"""IoU (the paper's eq. 1), boundary offsets and label maps: no torch needed."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from vemcell.errors import VemcellError
 from vemcell.metrics import (
     apply_label_map,
+    boundary_offset,
     confusion_matrix,
     iou_per_class,
     iou_report,
@@ -106,3 +107,48 @@ def test_evaluation_leaves_unlabelled_voxels_out() -> None:
     partial[:, :, 20:] = 255  # only the left half was labelled
     full = iou_per_class(pred[:, :, :20], truth[:, :, :20], 2)
     np.testing.assert_allclose(iou_per_class(pred, partial, 2), full)
+
+
+def _ball(radius: float, shape=(40, 64, 64), centre=(20, 32, 32)) -> np.ndarray:
+    z, y, x = np.indices(shape)
+    c = centre
+    return (((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2) <= radius**2).astype(np.uint8)
+
+
+def test_boundary_offset_measures_how_much_wider_the_prediction_is() -> None:
+    truth = _ball(12)
+    assert boundary_offset(truth, truth, 1, (10, 10, 10)) == 0.0
+    radius = lambda ball: (3 * ball.sum() / (4 * np.pi)) ** (1 / 3)  # noqa: E731
+    for grow in (1.5, -1.5, 3.0):  # radius 1.5 or 3 voxels of 10 nm larger (or smaller)
+        pred = _ball(12 + grow)
+        got = boundary_offset(pred, truth, 1, (10, 10, 10))
+        # within a third of a voxel of the digital balls' difference in radius
+        assert got == pytest.approx(10 * (radius(pred) - radius(truth)), abs=3.3), grow
+        # the other class sees the same outline from outside: the opposite sign
+        assert boundary_offset(pred, truth, 0, (10, 10, 10)) == pytest.approx(-got, abs=1.0)
+    # a whole extra object far from any labelled one is not an offset of the outline
+    pred = _ball(13.5)
+    pred[2:6, 2:6, 2:6] = 1
+    assert boundary_offset(pred, truth, 1, (10, 10, 10)) == pytest.approx(
+        boundary_offset(_ball(13.5), truth, 1, (10, 10, 10))
+    )
+
+
+def test_boundary_offset_within_serial_sections_and_unlabelled_voxels() -> None:
+    truth = _ball(12)
+    wider = _ball(14)
+    # 50 nm sections of 5 nm pixels: measured in the plane, so 2 pixels = 10 nm (not 3D)
+    flat = boundary_offset(
+        np.repeat(wider[20:21], 3, 0), np.repeat(truth[20:21], 3, 0), 1, (50, 5, 5)
+    )
+    assert flat == pytest.approx(10.0, abs=1.5)
+    # voxels nobody labelled are left out: labelling the outer rim 255 hides the offset there
+    hidden = truth.copy()
+    hidden[(wider == 1) & (truth == 0)] = 255
+    assert abs(boundary_offset(wider, hidden, 1, (10, 10, 10))) < abs(
+        boundary_offset(wider, truth, 1, (10, 10, 10))
+    )
+    assert np.isnan(boundary_offset(truth, truth, 2, (10, 10, 10)))  # class in neither
+    assert np.isnan(boundary_offset(np.zeros_like(truth), truth, 1, (10, 10, 10)))
+    with pytest.raises(VemcellError, match="3D shape"):
+        boundary_offset(truth[0], truth[0], 1, (10, 10, 10))

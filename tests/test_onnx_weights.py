@@ -16,7 +16,12 @@ from vemcell_train.data import SliceSampler, VolumePair  # noqa: E402
 from vemcell_train.export import export_onnx  # noqa: E402
 from vemcell_train.losses import TverskyLoss  # noqa: E402
 from vemcell_train.model import AttentionUNet  # noqa: E402
-from vemcell_train.onnx_weights import checkpoint_from_onnx, recover_network  # noqa: E402
+from vemcell_train.onnx_weights import (  # noqa: E402
+    calibration_slices,
+    checkpoint_from_onnx,
+    main,
+    recover_network,
+)
 from vemcell_train.train import load_checkpoint  # noqa: E402
 
 ARCH = {"n_classes": 3, "base": 4, "depth": 2, "dropout": 0.1, "in_channels": 1}
@@ -76,6 +81,36 @@ def test_a_network_with_slice_context_is_recovered_too(tmp_path: Path) -> None:
     for c in (None, calib):  # noise or slice stacks for the batch-norm statistics
         ckpt = checkpoint_from_onnx(path, tmp_path / "ctx.pt", c)
         assert ckpt["max_abs_diff"] < 1e-4 and ckpt["arch"]["in_channels"] == 3
+
+
+def test_batch_norm_statistics_from_a_volume_of_the_models_own_data(tmp_path: Path, capsys) -> None:
+    """--calibrate VOLUME: XY slices prepared as the card says, with the model's context."""
+    from vemcell.io import write_tiff
+
+    arch = {**ARCH, "in_channels": 3}
+    torch.manual_seed(3)
+    path = export_onnx(AttentionUNet(**arch).eval(), tmp_path / "ctx.onnx", example_size=32)
+    card = {"name": "ctx", "classes": [{"name": n} for n in ("bg", "a", "b")]}
+    card.update({"onnx": "ctx.onnx", "architecture": arch, "format": "vemcell-model-card/1"})
+    card.update({"voxel_size_nm": 20.0, "input": {"tile": 32, "divisor": 4}})
+    card["input"]["normalisation"] = {"method": "scale"}
+    path.with_suffix(".json").write_text(json.dumps(card), encoding="utf-8")
+    vol = np.zeros((12, 50, 70), np.uint8)
+    vol[:, 10:40, 20:60] = 200
+    vol[5] = 255  # one bright section: its neighbours carry it as context
+    write_tiff(tmp_path / "vol.tif", vol, (40.0, 10.0, 10.0))  # resampled to 20 nm in the plane
+    calib = calibration_slices(path, tmp_path / "vol.tif")
+    assert calib.shape == (8, 3, 24, 24)  # 25 × 35 pixels at 20 nm: a centre tile of 24²
+    assert calib.max() == pytest.approx(1.0) and calib.min() == 0.0
+    # sections 0, 1, 3, 4, 6, 7, 9, 11: section 4 (the 4th) has the bright one after it
+    assert calib[3, 2].min() == pytest.approx(1.0) and calib[3, 1].max() < 1.0
+    out = tmp_path / "ctx.pt"
+    assert main([str(path), str(out), "--calibrate", str(tmp_path / "vol.tif")]) == 0
+    assert load_checkpoint(out)["arch"]["in_channels"] == 3
+    capsys.readouterr()
+    assert main([str(path), str(out), "--calibrate", str(tmp_path / "none.tif")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not exist" in err[0]
 
 
 def test_class_draw_and_cross_entropy_class_weights() -> None:

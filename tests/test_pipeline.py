@@ -185,6 +185,39 @@ def test_min_size_reaches_segment_run_and_evaluate(tmp_path, band_model, capsys)
     assert not (tmp_path / "x.tif").exists()
 
 
+def test_evaluate_reports_boundary_offsets_per_class_and_per_slice(tmp_path, band_model, capsys):
+    """A slice whose nuclei were labelled a voxel wider shows up in --per-slice as -20 nm."""
+    from scipy import ndimage
+
+    vol = two_cells(tmp_path / "cells.tif")
+    seg = tmp_path / "pred.tif"
+    common = ["--model", str(band_model), "--median", "0", "--progress", "none"]
+    assert main(["segment", str(vol), "--out", str(seg), *common]) == 0
+    truth = tifffile.imread(seg)
+    z = 24
+    wider = ndimage.binary_dilation(truth[z] == 2)  # one pixel more all round, this slice only
+    truth[z][wider] = 2
+    labels = tmp_path / "labels.tif"
+    write_tiff(labels, truth, (20.0, 20.0, 20.0))
+    report_json = tmp_path / "eval.json"
+    ev = ["evaluate", "--image", str(vol), "--labels", str(labels), "--json", str(report_json)]
+    assert main([*ev, *common, "--per-slice"]) == 0
+    out = capsys.readouterr().out
+    assert "boundary offset (nm)" in out and "per slice, offset (nm):" in out
+    report = json.loads(report_json.read_text())
+    rows = {row["z"]: row for row in report["per_slice"]}
+    assert sorted(rows) == list(range(48))
+    assert rows[z]["boundary_offset_nm"]["nucleus"] == pytest.approx(-20.0, abs=5.0)
+    assert rows[z]["iou"]["nucleus"] < 0.9
+    assert rows[z - 4]["boundary_offset_nm"]["nucleus"] == 0.0
+    assert rows[z - 4]["iou"]["nucleus"] == 1.0
+    assert rows[0]["boundary_offset_nm"]["nucleus"] is None  # no nucleus in that slice
+    # in 3D one slice's wider outline is a small part of the whole nucleus surface
+    assert -20.0 < report["boundary_offset_nm"]["nucleus"] < 0.0
+    assert main([*ev, *common]) == 0
+    assert "per_slice" not in json.loads(report_json.read_text())
+
+
 def test_pseudolabels_mark_unsure_voxels_and_score_like_labels(tmp_path, band_model, capsys):
     """`vemcell pseudolabel` writes the prediction with 255 where unsure; evaluate skips 255."""
     clean = read_volume(two_cells(tmp_path / "clean.tif")).array().astype(np.float32)

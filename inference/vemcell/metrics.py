@@ -1,12 +1,16 @@
-"""Segmentation scores: per-class intersection over union (the paper's eq. 1).
+"""Segmentation scores: per-class intersection over union (the paper's eq. 1) and how far a
+predicted boundary sits from the labelled one.
 
-Numpy only, so the runtime, the evaluation command, training and cross-validation all score
-predictions with the same code.
+Numpy and scipy only, so the runtime, the evaluation command, training and cross-validation all
+score predictions with the same code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from scipy import ndimage
 
 from vemcell.errors import VemcellError
 
@@ -59,6 +63,68 @@ def iou_per_class(
 ) -> np.ndarray:
     """IoU of every class (NaN for a class absent from both prediction and truth)."""
     return iou_from_confusion(confusion_matrix(pred, truth, n_classes, ignore))
+
+
+def _signed_distance(mask: np.ndarray, sampling: Sequence[float], half: float) -> np.ndarray:
+    """Distance (nm) of each voxel centre from the faces of ``mask``: negative inside."""
+    inside = ndimage.distance_transform_edt(mask, sampling=sampling)
+    outside = ndimage.distance_transform_edt(~mask, sampling=sampling)
+    return np.where(mask, half - inside, outside - half)
+
+
+def _rim(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """The voxels of ``mask`` with a face on the outside (the volume's own faces do not count)."""
+    return mask & ~ndimage.binary_erosion(mask, structure, border_value=1)
+
+
+def boundary_offset(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    cls: int,
+    voxel_nm: Sequence[float],
+    *,
+    reach: float = 5.0,
+    ignore: int | None = UNLABELLED,
+) -> float:
+    """How much wider (nm; negative: narrower) the prediction draws class ``cls`` than the labels.
+
+    The mean signed distance of each predicted boundary voxel from the labelled boundary and of
+    each labelled boundary voxel from the predicted one (sign flipped), counting only boundary
+    voxels within ``reach`` voxels of the other boundary, so whole missed or extra objects are
+    left out and what remains is the systematic offset of the outline (a ball one voxel larger
+    than the labelled one scores one voxel, give or take a third). A label convention (an
+    organelle's membrane drawn inside or outside it) shows up here where IoU only falls. Where
+    the Z step is over twice the in-plane pixel (serial sections) distances are measured within
+    each section. NaN where the class has no boundary within reach in prediction or labels.
+    """
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    if pred.shape != truth.shape or pred.ndim != 3:
+        raise VemcellError(
+            f"Prediction {pred.shape} and labels {truth.shape} must be one 3D shape."
+        )
+    vz, vy, vx = (float(v) for v in voxel_nm)
+    planar = vz > 2 * min(vy, vx)
+    if planar:
+        blocks = [(pred[z : z + 1], truth[z : z + 1]) for z in range(pred.shape[0])]
+        sampling, structure = (1e9, vy, vx), ndimage.generate_binary_structure(3, 1)
+        structure[0], structure[2] = False, False
+    else:
+        blocks = [(pred, truth)]
+        sampling, structure = (vz, vy, vx), ndimage.generate_binary_structure(3, 1)
+    step = min(vy, vx) if planar else min(vz, vy, vx)
+    half, limit = step / 2, reach * step
+    total, count = 0.0, 0
+    for p_block, t_block in blocks:
+        known = np.ones(t_block.shape, bool) if ignore is None else t_block != ignore
+        p, t = p_block == cls, t_block == cls
+        if not p.any() or not t.any() or p.all() or t.all():
+            continue
+        for a, b, sign in ((p, t, 1.0), (t, p, -1.0)):
+            d = _signed_distance(b, sampling, half)[_rim(a, structure) & known] + half
+            d = d[np.abs(d) <= limit]
+            total += sign * float(d.sum())
+            count += d.size
+    return total / count if count else float("nan")
 
 
 def iou_report(iou: np.ndarray, class_names: list[str]) -> dict:

@@ -259,33 +259,71 @@ def checkpoint_from_onnx(
     return ckpt
 
 
+def calibration_slices(onnx_path: str | os.PathLike, image: str | os.PathLike | None) -> np.ndarray:
+    """Up to 8 XY slices (with the model's neighbouring slices) on which to measure batch norm.
+
+    From ``image`` prepared as the model's card says (normalised, resampled to its voxel size,
+    centre tiles of the card's tile size), or, without one, from a synthetic C. merolae volume
+    ("scale" normalisation, 20 nm). Statistics from images like the model's own data make the
+    recovered network's training mode behave like the original's.
+    """
+    from vemcell.modelcard import load_card
+    from vemcell.segment import direction_slices, prepare
+
+    card = load_card(onnx_path)
+    k = int(card.raw.get("architecture", {}).get("in_channels", 1))
+    if image is None:
+        from vemcell import synth
+
+        r = synth.generate(shape=(64, 128, 128), voxel_nm=20.0, stages=[1], seed=4242)
+        vol = r.image.astype(np.float32) / 255.0  # "scale" normalisation
+    else:
+        from vemcell.io import read_volume
+
+        vol, _ = prepare(read_volume(image), card, directions=1)
+    n = vol.shape[0]
+    tile = min(card.tile, *vol.shape[1:]) // card.divisor * card.divisor
+    if tile < card.divisor:
+        raise VemcellError(f"The calibration volume is smaller than one {card.divisor}² tile.")
+    y0, x0 = (vol.shape[1] - tile) // 2, (vol.shape[2] - tile) // 2
+    zs = sorted({int(z) for z in np.linspace(0, n - 1, min(n, 8))})
+    return np.stack(
+        [
+            direction_slices(vol, 0, z, z + 1, (k - 1) // 2)[0][..., y0 : y0 + tile, x0 : x0 + tile]
+            for z in zs
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m vemcell_train.onnx_weights MODEL.onnx OUT.pt [--calibrate-synthetic]``."""
+    """``python -m vemcell_train.onnx_weights MODEL.onnx OUT.pt [--calibrate VOLUME]``."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m vemcell_train.onnx_weights")
     p.add_argument("onnx", type=Path)
     p.add_argument("out", type=Path)
-    p.add_argument(
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--calibrate",
+        type=Path,
+        metavar="VOLUME",
+        help="measure batch-norm statistics on XY slices of this image volume (the model's kind "
+        "of data)",
+    )
+    how.add_argument(
         "--calibrate-synthetic",
         action="store_true",
         help="measure batch-norm statistics on slices of a synthetic C. merolae volume",
     )
     args = p.parse_args(argv)
-    calib = None
-    if args.calibrate_synthetic:
-        from vemcell import synth
-        from vemcell.modelcard import load_card
-        from vemcell.segment import direction_slices
-
-        k = int(load_card(args.onnx).raw.get("architecture", {}).get("in_channels", 1))
-        r = synth.generate(shape=(64, 128, 128), voxel_nm=20.0, stages=[1], seed=4242)
-        vol = r.image.astype(np.float32) / 255.0  # "scale" normalisation
-        # 8 XY slices, with their neighbours for a network with slice context
-        calib = np.stack(
-            [direction_slices(vol, 0, z, z + 1, (k - 1) // 2)[0] for z in range(4, 64, 8)]
-        )
-    ckpt = checkpoint_from_onnx(args.onnx, args.out, calib)
+    try:
+        calib = None
+        if args.calibrate or args.calibrate_synthetic:
+            calib = calibration_slices(args.onnx, args.calibrate)
+        ckpt = checkpoint_from_onnx(args.onnx, args.out, calib)
+    except VemcellError as exc:
+        print(f"onnx_weights: error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"wrote {args.out} ({ckpt['arch']}); max |torch - onnxruntime| = "
         f"{ckpt['max_abs_diff']:.2e}",

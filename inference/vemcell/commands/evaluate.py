@@ -21,6 +21,7 @@ from vemcell.io import Volume, atomic_path, read_volume
 from vemcell.metrics import (
     UNLABELLED,
     apply_label_map,
+    boundary_offset,
     iou_per_class,
     iou_report,
     parse_label_map,
@@ -44,6 +45,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"), help="override, in nm"
     )
     p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    p.add_argument(
+        "--per-slice",
+        action="store_true",
+        help="also score every XY slice (serial sections: finds sections labelled differently)",
+    )
     p.add_argument("--json", help="write {'iou': {class: value}, 'mean_iou': …} to this file")
 
 
@@ -65,6 +71,36 @@ def read_pair(
     return vol, apply_label_map(truth_vol.array(), parse_label_map(label_map), card.n_classes)
 
 
+def offsets_report(
+    pred: np.ndarray, truth: np.ndarray, card: ModelCard, voxel_nm: tuple[float, float, float]
+) -> dict[str, float | None]:
+    """Each class's :func:`~vemcell.metrics.boundary_offset` in nm (None where it has none)."""
+    out: dict[str, float | None] = {}
+    for c, name in enumerate(card.class_names):
+        v = boundary_offset(pred, truth, c, voxel_nm)
+        out[name] = None if np.isnan(v) else round(v, 2)
+    return out
+
+
+def score(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    card: ModelCard,
+    voxel_nm: tuple[float, float, float],
+    per_slice: bool = False,
+) -> dict[str, Any]:
+    """IoU per class and boundary offsets of ``pred`` against ``truth``; with ``per_slice``
+    the same for every XY slice under ``"per_slice"``."""
+    report = iou_report(iou_per_class(pred, truth, card.n_classes), card.class_names)
+    report["boundary_offset_nm"] = offsets_report(pred, truth, card, voxel_nm)
+    if per_slice:
+        report["per_slice"] = [
+            {"z": z, **score(pred[z : z + 1], truth[z : z + 1], card, voxel_nm)}
+            for z in range(pred.shape[0])
+        ]
+    return report
+
+
 def evaluate(
     card: ModelCard,
     image_path: str | Path,
@@ -79,10 +115,12 @@ def evaluate(
     segmenter: Any = None,
     tta: bool = False,
     min_size: dict[str, float] | None = None,
+    per_slice: bool = False,
 ) -> dict[str, Any]:
     """Segment ``image_path`` with ``card``'s model and score it against ``labels_path``.
 
-    ``min_size`` as in :func:`vemcell.segment.segment` (None: the card's).
+    ``min_size`` as in :func:`vemcell.segment.segment` (None: the card's); ``per_slice`` also
+    scores every XY slice (see :func:`score`).
     """
     from vemcell.segment import segment
 
@@ -100,8 +138,7 @@ def evaluate(
         min_size=min_size,
     )
     seconds = time.perf_counter() - t0
-    iou = iou_per_class(result.labels, truth, card.n_classes, ignore=UNLABELLED)
-    report = iou_report(iou, card.class_names)
+    report = score(result.labels, truth, card, vol.voxel_size_nm, per_slice)
     report.update(
         {
             "model": card.name,
@@ -140,15 +177,37 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             tta=args.tta,
             min_size=min_size,
+            per_slice=args.per_slice,
         )
     if args.json:
         with atomic_path(args.json) as tmp:
             tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     progress.done("evaluated")
     if args.progress != "json":
-        print(f"{'class':<16} IoU")
-        for name, value in report["iou"].items():
-            print(f"{name:<16} {'—' if value is None else f'{value:.3f}'}")
-        print(f"{'mean':<16} {report['mean_iou']:.3f}" if report["mean_iou"] is not None else "")
-        print(f"({report['directions']} direction(s), {report['seconds']:.1f} s)")
+        print_report(report)
     return 0
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """IoU and boundary offset per class, then (with per-slice scores) one row per slice."""
+    offsets = report["boundary_offset_nm"]
+    print(f"{'class':<20} {'IoU':>6} {'boundary offset (nm)':>21}")
+    for name, value in report["iou"].items():
+        print(f"{name:<20} {_cell(value, '.3f'):>6} {_cell(offsets[name], '+.1f'):>21}")
+    if report["mean_iou"] is not None:
+        print(f"{'mean':<20} {report['mean_iou']:>6.3f}")
+    names = list(report["iou"])
+    for key, title, fmt in (("iou", "IoU", ".3f"), ("boundary_offset_nm", "offset (nm)", "+.1f")):
+        rows = report.get("per_slice", [])
+        if rows:
+            print(f"\nper slice, {title}:\n{'z':>4} " + " ".join(f"{n[:11]:>11}" for n in names))
+        for row in rows:
+            print(f"{row['z']:>4} " + " ".join(f"{_cell(row[key][n], fmt):>11}" for n in names))
+    print(
+        f"({report['directions']} direction(s), {report['seconds']:.1f} s; boundary offset: how "
+        "much wider the prediction draws a class than the labels)"
+    )
