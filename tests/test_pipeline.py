@@ -101,6 +101,22 @@ def test_progress_json_lines(tmp_path, band_model):
     assert {"read", "segment", "mesh", "measure", "write", "done"} <= stages
 
 
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path, band_model):
+    """`vemcell ... | head -1`: the closed pipe ends the run quietly, as for any Unix tool."""
+    vol = two_cells(tmp_path / "cells.tif")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vemcell", "run", str(vol), "--out", str(tmp_path / "run")]
+        + ["--model", str(band_model), "--progress", "json", "--cells", "off"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert json.loads(proc.stdout.readline())["stage"]
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141 and err == "", err
+
+
 def test_errors_are_one_line_and_leave_nothing(tmp_path, band_model):
     nan = tmp_path / "nan.tif"
     tifffile.imwrite(nan, np.full((20, 32, 32), np.nan, np.float32))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import traceback
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vemcell {args.command}: cancelled.", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout (`| head`) stopped early: not an error to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush stays quiet
+        return 141
     except MemoryError:
         if args.debug:
             traceback.print_exc()
