@@ -426,6 +426,7 @@ def score_plastid(model: Path, out_dir: Path, data_dir: Path = PLASTID_DATA) -> 
         f"--model models/{model.name}",
         "iou": reports["held_out"]["iou"],
         "mean_iou": reports["held_out"]["mean_iou"],
+        "boundary_offset_nm": reports["held_out"]["boundary_offset_nm"],
         "seconds": reports["held_out"]["seconds"],
         "test_crop": {
             "zyx": [list(r) for r in PLASTID_TEST_CROP],
@@ -475,6 +476,7 @@ def score_vnc5(model: Path, out_dir: Path, data_dir: Path = VNC_DATA) -> dict:
         "reproduce": f"python -m vemcell_train.recipes score-vnc5 OUT --model models/{model.name}",
         "iou": report["iou"],
         "mean_iou": report["mean_iou"],
+        "boundary_offset_nm": report["boundary_offset_nm"],
         "seconds": report["seconds"],
     }
     (out_dir / "validation.json").write_text(json.dumps(summary, indent=1) + "\n")
