@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -440,6 +441,61 @@ def test_crossval_writes_the_table_in_the_papers_layout(tmp_path: Path, capsys) 
     assert main([*args, "--init", str(tmp_path / "nope.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not (tmp_path / "cv3" / "fold1").exists()
+
+
+def test_crossval_folds_follow_the_papers_cases() -> None:
+    """Six cases of five stages: every fold validates one volume of each stage, and the table
+    shows each stage's mean over its cases."""
+    from vemcell.commands.crossval import assign_folds, stage_means
+
+    stages = [f"stage {s}" for s in range(1, 6) for _ in range(6)]
+    folds = assign_folds(stages, 6)
+    for f in range(6):
+        assert sorted(st for st, k in zip(stages, folds, strict=True) if k == f) == sorted(
+            set(stages)
+        )
+    assert assign_folds(["a", "b", "c", "d", "e"], 2) == [0, 1, 0, 1, 0]  # one volume a stage
+    assert assign_folds(["a", "b", "a", "b"], 2) == [0, 0, 1, 1]
+    results = [
+        {"stage": "a", "directions": 1, "iou": {"x": 0.5, "y": None}, "mean_iou": 0.5},
+        {"stage": "a", "directions": 1, "iou": {"x": 0.7, "y": 0.2}, "mean_iou": 0.45},
+        {"stage": "a", "directions": 3, "iou": {"x": 0.9, "y": 0.4}, "mean_iou": 0.65},
+    ]
+    means = stage_means(results, ["x", "y"])
+    assert [(m["stage"], m["directions"], m["cases"]) for m in means] == [("a", 1, 2), ("a", 3, 1)]
+    assert means[0]["iou"] == {"x": pytest.approx(0.6), "y": 0.2}
+    assert means[0]["mean_iou"] == pytest.approx(0.4)
+
+
+def test_crossval_with_several_volumes_a_stage(tmp_path: Path) -> None:
+    images, labels = [], []
+    for seed in (1, 2, 3, 4):
+        image, lab = blobs(seed)
+        images.append(str(tmp_path / f"v{seed}.tif"))
+        labels.append(str(tmp_path / f"v{seed}_labels.tif"))
+        write_tiff(images[-1], image, (20.0, 20.0, 20.0))
+        write_tiff(labels[-1], lab, (20.0, 20.0, 20.0))
+    (tmp_path / "classes.json").write_text(json.dumps(["background", "blob", "dot"]))
+    out = tmp_path / "cv"
+    args = ["crossval", "--images", *images, "--labels", *labels, "--out", str(out)]
+    args += ["--classes", str(tmp_path / "classes.json"), "--folds", "2", "--progress", "none"]
+    args += ["--stage-names", "early", "late", "early", "late"]
+    args += ["--epochs", "1", "--steps", "1", "--batch-size", "2", "--tile", "32", "--width", "4"]
+    assert main(args) == 0
+    md = (out / "crossval.md").read_text().splitlines()
+    assert md[0] == "| Class | early (1 dir) | early (3 dir) | late (1 dir) | late (3 dir) |"
+    assert "mean over that stage's 2 cases" in md[-1]
+    results = json.loads((out / "crossval.json").read_text())
+    held = {(r["fold"], r["stage"]) for r in results}
+    assert held == {(1, "early"), (1, "late"), (2, "early"), (2, "late")}
+    with open(out / "crossval_cases.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 8 and {r["volume"] for r in rows} == set(images)
+    early_1dir = [
+        float(r["blob"]) for r in rows if r["stage"] == "early" and r["directions"] == "1"
+    ]
+    table = {row.split("|")[1].strip(): row.split("|")[2].strip() for row in md[2:6]}
+    assert float(table["blob"]) == pytest.approx(sum(early_1dir) / 2, abs=1e-3)
 
 
 def test_train_cli_rejects_class_weights_of_the_wrong_length(tmp_path: Path, capsys) -> None:

@@ -2,8 +2,8 @@
 
 Each fold trains on the other volumes (from scratch, or fine-tuning ``--init``'s weights),
 exports the model to ONNX and scores every held-out volume through the user-facing segmentation
-with 1 and with 3 directions. The result is a class × volume (stage) × direction table as
-Markdown, CSV and a PNG chart.
+with 1 and with 3 directions. The result is a class × stage × direction table (the mean over a
+stage's volumes, the paper's cases) as Markdown, CSV and a PNG chart, and every volume's scores.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import csv
 import json
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from vemcell.commands._training import (
     add_training_arguments,
@@ -24,6 +26,7 @@ from vemcell.commands._training import (
 )
 from vemcell.errors import VemcellError
 from vemcell.io import atomic_path
+from vemcell.metrics import iou_report
 from vemcell.progress import Progress
 
 HELP = "k-fold cross-validation over volumes, IoU table as in the paper (needs 'train' extra)"
@@ -32,11 +35,51 @@ HELP = "k-fold cross-validation over volumes, IoU table as in the paper (needs '
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_training_arguments(p)
     p.add_argument("--out", required=True, help="directory for fold models and the tables")
-    p.add_argument("--folds", type=int, help="number of folds (default: one per volume)")
     p.add_argument(
-        "--stage-names", nargs="+", help="column name of each volume (default: file names)"
+        "--folds",
+        type=int,
+        help="number of folds (default: one per volume; a stage's volumes go to different folds)",
+    )
+    p.add_argument(
+        "--stage-names",
+        nargs="+",
+        help="column name of each volume (default: file names); give several volumes the same "
+        "stage for the paper's cases (each fold validates one of each stage, the table shows "
+        "each stage's mean)",
     )
     p.add_argument("--median", type=int, default=3, help="3D median filter size for scoring")
+
+
+def assign_folds(stages: list[str], folds: int) -> list[int]:
+    """The fold (0-based) of each volume: grouped by stage, then dealt out in turn.
+
+    With one volume of every stage per case, as in the paper (six cases, each validating one
+    cell of each of five stages), every fold holds one volume of each stage; with a stage name
+    per volume this is volume ``i`` in fold ``i % folds``.
+    """
+    first = {s: k for k, s in reversed(list(enumerate(stages)))}
+    order = sorted(range(len(stages)), key=lambda i: (first[stages[i]], i))
+    fold = [0] * len(stages)
+    for k, i in enumerate(order):
+        fold[i] = k % folds
+    return fold
+
+
+def stage_means(results: list[dict[str, Any]], class_names: list[str]) -> list[dict[str, Any]]:
+    """One result per (stage, directions), in the order given: each class's IoU averaged over
+    that stage's volumes (the paper's cases; classes absent from a volume are left out)."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["stage"], r["directions"]), []).append(r)
+    out = []
+    for (stage, directions), rs in groups.items():
+        means = [
+            np.mean([r["iou"][c] for r in rs if r["iou"].get(c) is not None] or [np.nan])
+            for c in class_names
+        ]
+        report = iou_report(np.array(means), class_names)
+        out.append({"stage": stage, "directions": directions, **report, "cases": len(rs)})
+    return out
 
 
 def table_rows(results: list[dict[str, Any]], class_names: list[str]) -> tuple[list, list]:
@@ -57,10 +100,20 @@ def table_rows(results: list[dict[str, Any]], class_names: list[str]) -> tuple[l
 
 
 def write_tables(results: list[dict[str, Any]], class_names: list[str], out: Path) -> list[Path]:
-    """Markdown, CSV and PNG of the table; returns the paths written."""
+    """Markdown, CSV and PNG of the table (with several volumes of a stage, their mean), and
+    every volume's scores in ``crossval_cases.csv``; returns the paths written."""
+    cases = results
+    results = stage_means(cases, class_names)
     header, rows = table_rows(results, class_names)
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
+    most = max(r["cases"] for r in results)
+    if most > 1:
+        md += [
+            "",
+            f"Each column is the mean over that stage's {most} cases (folds); every "
+            "volume's own scores are in crossval_cases.csv.",
+        ]
     paths = []
     with atomic_path(out / "crossval.md") as tmp:
         tmp.write_text("\n".join(md) + "\n", encoding="utf-8")
@@ -70,12 +123,21 @@ def write_tables(results: list[dict[str, Any]], class_names: list[str], out: Pat
         w.writerow(header)
         w.writerows(rows)
     paths.append(out / "crossval.csv")
+    with atomic_path(out / "crossval_cases.csv") as tmp, tmp.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["fold", "stage", "volume", "directions", *class_names, "mean"])
+        for r in cases:
+            scores = [r["iou"].get(c) for c in class_names] + [r["mean_iou"]]
+            w.writerow(
+                [r["fold"], r["stage"], r["volume"], r["directions"]]
+                + ["" if v is None else f"{v:.3f}" for v in scores]
+            )
+    paths.append(out / "crossval_cases.csv")
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        import numpy as np
     except ImportError:
         return paths
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(class_names) + 2) + 2.2, 4))
@@ -141,9 +203,10 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(args.progress, [(f"fold {f + 1}", 1.0) for f in range(folds)])
     vols = load_volumes(args.images, args.labels, card, args, data_mod)
     results: list[dict[str, Any]] = []
+    fold_of = assign_folds(stages, folds)
     for f in range(folds):
-        held = [i for i in range(n) if i % folds == f]
-        train_idx = [i for i in range(n) if i % folds != f]
+        held = [i for i in range(n) if fold_of[i] == f]
+        train_idx = [i for i in range(n) if fold_of[i] != f]
         fold_dir = out / f"fold{f + 1}"
         with progress.stage(f"fold {f + 1}", f"training fold {f + 1}/{folds}"):
             train_mod.train(
