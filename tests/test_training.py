@@ -491,6 +491,7 @@ def test_crossval_with_several_volumes_a_stage(tmp_path: Path) -> None:
     with open(out / "crossval_cases.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 8 and {r["volume"] for r in rows} == set(images)
+    assert {r["fold"] for r in rows} == {"1", "2"}
     early_1dir = [
         float(r["blob"]) for r in rows if r["stage"] == "early" and r["directions"] == "1"
     ]

@@ -129,7 +129,7 @@ def write_tables(results: list[dict[str, Any]], class_names: list[str], out: Pat
         for r in cases:
             scores = [r["iou"].get(c) for c in class_names] + [r["mean_iou"]]
             w.writerow(
-                [r["fold"], r["stage"], r["volume"], r["directions"]]
+                [r.get("fold", ""), r["stage"], r["image"], r["directions"]]
                 + ["" if v is None else f"{v:.3f}" for v in scores]
             )
     paths.append(out / "crossval_cases.csv")
