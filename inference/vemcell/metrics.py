@@ -7,6 +7,7 @@ score predictions with the same code.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -114,11 +115,21 @@ def boundary_offset(
     step = min(vy, vx) if planar else min(vz, vy, vx)
     half, limit = step / 2, reach * step
     total, count = 0.0, 0
+    pad = math.ceil(reach) + 2  # beyond it, nothing changes a distance that is counted
     for p_block, t_block in blocks:
-        known = np.ones(t_block.shape, bool) if ignore is None else t_block != ignore
         p, t = p_block == cls, t_block == cls
         if not p.any() or not t.any() or p.all() or t.all():
             continue
+        # only the box around the class (with the margin) matters: far cheaper for organelles
+        box = ndimage.find_objects((p | t).astype(np.uint8))[0]
+        box = tuple(
+            slice(max(b.start - pad, 0), min(b.stop + pad, n))
+            for b, n in zip(box, p.shape, strict=True)
+        )
+        p, t, t_block = p[box], t[box], t_block[box]
+        if p.all() or t.all():
+            continue
+        known = np.ones(t_block.shape, bool) if ignore is None else t_block != ignore
         for a, b, sign in ((p, t, 1.0), (t, p, -1.0)):
             d = _signed_distance(b, sampling, half)[_rim(a, structure) & known] + half
             d = d[np.abs(d) <= limit]

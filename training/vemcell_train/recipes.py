@@ -514,7 +514,7 @@ def score_cmerolae6(
         write_tiff(img, r.image, r.voxel_size_nm)
         write_tiff(lab, r.labels, r.voxel_size_nm)
         for d in (1, 3):
-            rep = evaluate(card, img, lab, directions=d, segmenter=seg)
+            rep = evaluate(card, img, lab, directions=d, segmenter=seg, offsets=False)
             rep.update({"stage": f"stage {stage}", "seed": seed0 + stage})
             results.append(rep)
             print(f"stage {stage} {d} dir: {json.dumps(rep['iou'])}", file=sys.stderr)

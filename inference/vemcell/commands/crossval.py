@@ -229,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
                         directions=d,
                         median=args.median,
                         label_map=args.label_map,
+                        offsets=False,
                     )
                     r.update({"fold": f + 1, "stage": stages[i], "volume": args.images[i]})
                     results.append(r)
