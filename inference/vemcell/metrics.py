@@ -98,6 +98,27 @@ def boundary_offset(
     the Z step is over twice the in-plane pixel (serial sections) distances are measured within
     each section. NaN where the class has no boundary within reach in prediction or labels.
     """
+    return offset_from_sums(
+        boundary_offset_sums(pred, truth, cls, voxel_nm, reach=reach, ignore=ignore).sum(0)
+    )
+
+
+def offset_from_sums(sums: np.ndarray) -> float:
+    """The offset (nm) from a (sum of signed distances, count) pair; NaN for no count."""
+    return float(sums[0] / sums[1]) if sums[1] else float("nan")
+
+
+def boundary_offset_sums(
+    pred: np.ndarray,
+    truth: np.ndarray,
+    cls: int,
+    voxel_nm: Sequence[float],
+    *,
+    reach: float = 5.0,
+    ignore: int | None = UNLABELLED,
+) -> np.ndarray:
+    """:func:`boundary_offset`'s (sum of signed distances in nm, count) for each XY section of
+    serial sections, or once for a volume measured in 3D: an (n, 2) array."""
     pred, truth = np.asarray(pred), np.asarray(truth)
     if pred.shape != truth.shape or pred.ndim != 3:
         raise VemcellError(
@@ -106,19 +127,18 @@ def boundary_offset(
     vz, vy, vx = (float(v) for v in voxel_nm)
     planar = vz > 2 * min(vy, vx)
     if planar:
-        blocks = [(pred[z : z + 1], truth[z : z + 1]) for z in range(pred.shape[0])]
-        sampling, structure = (1e9, vy, vx), ndimage.generate_binary_structure(3, 1)
-        structure[0], structure[2] = False, False
+        blocks = list(zip(pred, truth, strict=True))
+        sampling, step = (vy, vx), min(vy, vx)
     else:
         blocks = [(pred, truth)]
-        sampling, structure = (vz, vy, vx), ndimage.generate_binary_structure(3, 1)
-    step = min(vy, vx) if planar else min(vz, vy, vx)
+        sampling, step = (vz, vy, vx), min(vz, vy, vx)
+    structure = ndimage.generate_binary_structure(len(sampling), 1)
     half, limit = step / 2, reach * step
-    total, count = 0.0, 0
     pad = math.ceil(reach) + 2  # beyond it, nothing changes a distance that is counted
-    for p_block, t_block in blocks:
+    out = np.zeros((len(blocks), 2))
+    for k, (p_block, t_block) in enumerate(blocks):
         p, t = p_block == cls, t_block == cls
-        if not p.any() or not t.any() or p.all() or t.all():
+        if not p.any() or not t.any():
             continue
         # only the box around the class (with the margin) matters: far cheaper for organelles
         box = ndimage.find_objects((p | t).astype(np.uint8))[0]
@@ -133,9 +153,8 @@ def boundary_offset(
         for a, b, sign in ((p, t, 1.0), (t, p, -1.0)):
             d = _signed_distance(b, sampling, half)[_rim(a, structure) & known] + half
             d = d[np.abs(d) <= limit]
-            total += sign * float(d.sum())
-            count += d.size
-    return total / count if count else float("nan")
+            out[k] += (sign * float(d.sum()), d.size)
+    return out
 
 
 def iou_report(iou: np.ndarray, class_names: list[str]) -> dict:

@@ -21,9 +21,10 @@ from vemcell.io import Volume, atomic_path, read_volume
 from vemcell.metrics import (
     UNLABELLED,
     apply_label_map,
-    boundary_offset,
+    boundary_offset_sums,
     iou_per_class,
     iou_report,
+    offset_from_sums,
     parse_label_map,
 )
 from vemcell.modelcard import ModelCard, resolve_model
@@ -71,13 +72,11 @@ def read_pair(
     return vol, apply_label_map(truth_vol.array(), parse_label_map(label_map), card.n_classes)
 
 
-def offsets_report(
-    pred: np.ndarray, truth: np.ndarray, card: ModelCard, voxel_nm: tuple[float, float, float]
-) -> dict[str, float | None]:
-    """Each class's :func:`~vemcell.metrics.boundary_offset` in nm (None where it has none)."""
+def _offsets(sums: dict[str, np.ndarray], row: int | None = None) -> dict[str, float | None]:
+    """Class name -> offset (nm, 2 decimals; None where none) from per-block sums."""
     out: dict[str, float | None] = {}
-    for c, name in enumerate(card.class_names):
-        v = boundary_offset(pred, truth, c, voxel_nm)
+    for name, parts in sums.items():
+        v = offset_from_sums(parts.sum(0) if row is None else parts[row])
         out[name] = None if np.isnan(v) else round(v, 2)
     return out
 
@@ -92,14 +91,26 @@ def score(
 ) -> dict[str, Any]:
     """IoU per class and (with ``offsets``) boundary offsets of ``pred`` against ``truth``;
     with ``per_slice`` the same for every XY slice under ``"per_slice"``."""
-    report = iou_report(iou_per_class(pred, truth, card.n_classes), card.class_names)
+    names = card.class_names
+    report = iou_report(iou_per_class(pred, truth, card.n_classes), names)
+    sums = {}
     if offsets:
-        report["boundary_offset_nm"] = offsets_report(pred, truth, card, voxel_nm)
+        sums = {n: boundary_offset_sums(pred, truth, c, voxel_nm) for c, n in enumerate(names)}
+        report["boundary_offset_nm"] = _offsets(sums)
     if per_slice:
-        report["per_slice"] = [
-            {"z": z, **score(pred[z : z + 1], truth[z : z + 1], card, voxel_nm, offsets=offsets)}
-            for z in range(pred.shape[0])
-        ]
+        rows = []
+        for z in range(pred.shape[0]):
+            one = (slice(z, z + 1),)
+            row = {"z": z, **score(pred[one], truth[one], card, voxel_nm, offsets=False)}
+            if offsets:  # serial sections: their sums are per section already
+                per_section = len(next(iter(sums.values()))) == pred.shape[0]
+                row["boundary_offset_nm"] = (
+                    _offsets(sums, z)
+                    if per_section
+                    else score(pred[one], truth[one], card, voxel_nm)["boundary_offset_nm"]
+                )
+            rows.append(row)
+        report["per_slice"] = rows
     return report
 
 
