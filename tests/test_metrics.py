@@ -9,6 +9,7 @@ from vemcell.errors import VemcellError
 from vemcell.metrics import (
     apply_label_map,
     boundary_offset,
+    boundary_offset_sums,
     confusion_matrix,
     iou_per_class,
     iou_report,
@@ -152,3 +153,16 @@ def test_boundary_offset_within_serial_sections_and_unlabelled_voxels() -> None:
     assert np.isnan(boundary_offset(np.zeros_like(truth), truth, 1, (10, 10, 10)))
     with pytest.raises(VemcellError, match="3D shape"):
         boundary_offset(truth[0], truth[0], 1, (10, 10, 10))
+
+
+def test_boundary_offset_in_slabs_equals_the_whole_volume() -> None:
+    """Large volumes are measured slab by slab (bounded memory) with the same result."""
+    truth = _ball(12) + _ball(5, centre=(8, 12, 50))
+    pred = np.roll(_ball(13), 2, axis=0) + _ball(4, centre=(9, 12, 50))
+    for cls in (0, 1):
+        whole = boundary_offset_sums(pred, truth, cls, (10, 10, 10))
+        slabs = boundary_offset_sums(pred, truth, cls, (10, 10, 10), slab_voxels=64 * 64 * 3)
+        assert whole.shape == slabs.shape == (1, 2)
+        np.testing.assert_allclose(slabs, whole)
+    # serial sections: one (sum, count) per section
+    assert boundary_offset_sums(pred, truth, 1, (50, 5, 5)).shape == (40, 2)

@@ -116,9 +116,14 @@ def boundary_offset_sums(
     *,
     reach: float = 5.0,
     ignore: int | None = UNLABELLED,
+    slab_voxels: int = 1 << 24,
 ) -> np.ndarray:
     """:func:`boundary_offset`'s (sum of signed distances in nm, count) for each XY section of
-    serial sections, or once for a volume measured in 3D: an (n, 2) array."""
+    serial sections, or once for a volume measured in 3D: an (n, 2) array.
+
+    A 3D volume is measured in slabs of ``slab_voxels`` (each with a margin of the reach), so
+    the distance maps stay small however large the volume.
+    """
     pred, truth = np.asarray(pred), np.asarray(truth)
     if pred.shape != truth.shape or pred.ndim != 3:
         raise VemcellError(
@@ -126,35 +131,44 @@ def boundary_offset_sums(
         )
     vz, vy, vx = (float(v) for v in voxel_nm)
     planar = vz > 2 * min(vy, vx)
+    pad = math.ceil(reach) + 2  # beyond it, nothing changes a distance that is counted
     if planar:
-        blocks = list(zip(pred, truth, strict=True))
+        blocks = [(p, t, (slice(None),) * 2) for p, t in zip(pred, truth, strict=True)]
         sampling, step = (vy, vx), min(vy, vx)
     else:
-        blocks = [(pred, truth)]
+        n_z = pred.shape[0]
+        depth = max(1, slab_voxels // max(1, pred.shape[1] * pred.shape[2]))
+        blocks = []
+        for z0 in range(0, n_z, depth):
+            lo, hi = max(z0 - pad, 0), min(z0 + depth + pad, n_z)
+            core = (slice(z0 - lo, z0 - lo + min(depth, n_z - z0)), slice(None), slice(None))
+            blocks.append((pred[lo:hi], truth[lo:hi], core))
         sampling, step = (vz, vy, vx), min(vz, vy, vx)
     structure = ndimage.generate_binary_structure(len(sampling), 1)
     half, limit = step / 2, reach * step
-    pad = math.ceil(reach) + 2  # beyond it, nothing changes a distance that is counted
-    out = np.zeros((len(blocks), 2))
-    for k, (p_block, t_block) in enumerate(blocks):
+    total = np.zeros((len(blocks), 2))
+    for k, (p_block, t_block, core) in enumerate(blocks):
         p, t = p_block == cls, t_block == cls
         if not p.any() or not t.any():
             continue
+        counted = np.zeros(p.shape, bool)
+        counted[core] = True
+        if ignore is not None:
+            counted &= t_block != ignore
         # only the box around the class (with the margin) matters: far cheaper for organelles
         box = ndimage.find_objects((p | t).astype(np.uint8))[0]
         box = tuple(
             slice(max(b.start - pad, 0), min(b.stop + pad, n))
             for b, n in zip(box, p.shape, strict=True)
         )
-        p, t, t_block = p[box], t[box], t_block[box]
+        p, t, counted = p[box], t[box], counted[box]
         if p.all() or t.all():
             continue
-        known = np.ones(t_block.shape, bool) if ignore is None else t_block != ignore
         for a, b, sign in ((p, t, 1.0), (t, p, -1.0)):
-            d = _signed_distance(b, sampling, half)[_rim(a, structure) & known] + half
+            d = _signed_distance(b, sampling, half)[_rim(a, structure) & counted] + half
             d = d[np.abs(d) <= limit]
-            out[k] += (sign * float(d.sum()), d.size)
-    return out
+            total[k] += (sign * float(d.sum()), d.size)
+    return total if planar else total.sum(0, keepdims=True)
 
 
 def iou_report(iou: np.ndarray, class_names: list[str]) -> dict:
