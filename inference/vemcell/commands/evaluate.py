@@ -72,6 +72,22 @@ def read_pair(
     return vol, apply_label_map(truth_vol.array(), parse_label_map(label_map), card.n_classes)
 
 
+def offset_sums(
+    pred: np.ndarray, truth: np.ndarray, card: ModelCard, voxel_nm: tuple[float, float, float]
+) -> dict[str, np.ndarray]:
+    """Class name -> :func:`~vemcell.metrics.boundary_offset_sums` of every class."""
+    return {
+        n: boundary_offset_sums(pred, truth, c, voxel_nm) for c, n in enumerate(card.class_names)
+    }
+
+
+def offsets_report(
+    pred: np.ndarray, truth: np.ndarray, card: ModelCard, voxel_nm: tuple[float, float, float]
+) -> dict[str, float | None]:
+    """Class name -> boundary offset in nm (None where a class has none)."""
+    return _offsets(offset_sums(pred, truth, card, voxel_nm))
+
+
 def _offsets(sums: dict[str, np.ndarray], row: int | None = None) -> dict[str, float | None]:
     """Class name -> offset (nm, 2 decimals; None where none) from per-block sums."""
     out: dict[str, float | None] = {}
@@ -93,22 +109,20 @@ def score(
     with ``per_slice`` the same for every XY slice under ``"per_slice"``."""
     names = card.class_names
     report = iou_report(iou_per_class(pred, truth, card.n_classes), names)
-    sums = {}
+    sums = offset_sums(pred, truth, card, voxel_nm) if offsets else {}
     if offsets:
-        sums = {n: boundary_offset_sums(pred, truth, c, voxel_nm) for c, n in enumerate(names)}
         report["boundary_offset_nm"] = _offsets(sums)
     if per_slice:
+        # serial sections come back with sums per section: each row reuses its own
+        per_section = offsets and len(next(iter(sums.values()))) == pred.shape[0]
         rows = []
         for z in range(pred.shape[0]):
             one = (slice(z, z + 1),)
             row = {"z": z, **score(pred[one], truth[one], card, voxel_nm, offsets=False)}
-            if offsets:  # serial sections: their sums are per section already
-                per_section = len(next(iter(sums.values()))) == pred.shape[0]
-                row["boundary_offset_nm"] = (
-                    _offsets(sums, z)
-                    if per_section
-                    else score(pred[one], truth[one], card, voxel_nm)["boundary_offset_nm"]
-                )
+            if per_section:
+                row["boundary_offset_nm"] = _offsets(sums, z)
+            elif offsets:
+                row["boundary_offset_nm"] = offsets_report(pred[one], truth[one], card, voxel_nm)
             rows.append(row)
         report["per_slice"] = rows
     return report
@@ -135,7 +149,7 @@ def evaluate(
 
     ``min_size`` as in :func:`vemcell.segment.segment` (None: the card's); ``per_slice`` also
     scores every XY slice, ``offsets=False`` leaves out the boundary offsets (see :func:`score`;
-    they cost about as much as the IoU's segmentation on a small volume).
+    for callers that tabulate IoU only: the distance maps take a few seconds a volume).
     """
     from vemcell.segment import segment
 
