@@ -257,3 +257,17 @@ def test_figure_script_writes_overlay_png(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert png.stat().st_size > 10_000
+
+
+def test_undivided_stage4_peroxisome_keeps_the_parent_size():
+    # Stage 4 divides the nucleus, not the peroxisome: the single peroxisome should be about as
+    # large as the two of stage 5 together (each daughter's is drawn at the daughter's scale).
+    def volume(stage: int) -> float:
+        vols = []
+        for seed in range(6):
+            r = synth.generate(stages=[stage], seed=100 + seed, **SMALL)
+            vols.append(int((r.labels == synth.PEROXISOME).sum()))
+        return float(np.mean(vols))
+
+    ratio = volume(4) / volume(5)
+    assert 0.7 < ratio < 1.5, ratio

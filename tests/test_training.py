@@ -577,3 +577,18 @@ def test_cmerolae6_scoring_repeats_average_every_volume(tmp_path: Path) -> None:
             assert mean == pytest.approx(sum(vals) / len(vals), abs=1e-4), name
     with pytest.raises(VemcellError, match="--repeats must be at least 1"):
         recipes_main([*args, "--repeats", "0"])
+
+
+def test_whole_cell_scoring_volumes_keep_every_stage_whole_with_the_same_imaging() -> None:
+    """score-cmerolae6 --whole-cells: the paper's one whole cell per cube, imaged as the
+    default (cut-cell) volume of the same seed; too small a volume is refused in one sentence."""
+    from vemcell_train.recipes import scoring_volume
+
+    for stage in range(1, 6):
+        whole = scoring_volume(stage, 50 + stage, (72, 72, 72), 40.0, whole_cells=True)
+        cut = scoring_volume(stage, 50 + stage, (72, 72, 72), 40.0, whole_cells=False)
+        assert all(c["complete"] for c in whole.info["cells"]), stage
+        assert len(whole.info["cells"]) == (1 if stage <= 3 else 2)
+        assert whole.info["imaging"] == cut.info["imaging"]
+    with pytest.raises(VemcellError, match="does not fit whole"):
+        scoring_volume(4, 54, (24, 40, 40), 40.0, whole_cells=True)

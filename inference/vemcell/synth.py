@@ -33,7 +33,7 @@ from scipy.spatial.transform import Rotation
 
 from vemcell.errors import VemcellError
 
-GENERATOR_VERSION = "synth/3"
+GENERATOR_VERSION = "synth/4"
 
 CLASS_NAMES = ("background", "cytoplasm", "nucleus", "plastid", "mitochondrion", "peroxisome")
 # Figure 1 of the paper: cytoplasm white (semi-transparent), nucleus grey, plastid green,
@@ -49,6 +49,8 @@ CLASS_COLORS = (
 BACKGROUND, CYTOPLASM, NUCLEUS, PLASTID, MITOCHONDRION, PEROXISOME = range(6)
 ORGANELLES = {"nucleus": NUCLEUS, "plastid": PLASTID, "mitochondrion": MITOCHONDRION}
 ORGANELLES["peroxisome"] = PEROXISOME
+# daughters' organelles are laid out at this fraction of the parent cell's scale
+DAUGHTER_SCALE = 0.82
 
 # Which organelles are divided at each stage (the paper's order: plastid, mitochondrion,
 # nucleus, peroxisome).
@@ -299,7 +301,7 @@ def _make_bodies(
                 centre + offset,
                 f,
                 radii,
-                0.82 * scale,
+                DAUGHTER_SCALE * scale,
                 layout_angle,
                 jitter(),
             )
@@ -362,10 +364,12 @@ def _organelle_fields(
         out.append(("mitochondrion", MITOCHONDRION, f_mi))
 
     if role != "daughter_b" or stage == 5:
-        # in stage 4 the single peroxisome stays in daughter a, near the furrow
+        # in stage 4 the single peroxisome stays in daughter a, near the furrow; it has not
+        # divided yet, so it keeps the parent cell's size rather than a daughter's
         c_px = (0.25, 0.42, 0.46) if stage == 4 else (0.0, 0.42, 0.46)
         ps = j["px_shape"]
-        f_px = ell("peroxisome", c_px, np.array([0.11, 0.10, 0.10]) * ps[:3]) + 10.0 * noise[3]
+        r_px = np.array([0.11, 0.10, 0.10]) * ps[:3] / (DAUGHTER_SCALE if stage == 4 else 1.0)
+        f_px = ell("peroxisome", c_px, r_px) + 10.0 * noise[3]
         for wave in range(2):
             u = ps[3 + 3 * wave : 6 + 3 * wave] / 0.18  # wavelength ≈ 0.18 µm
             phase = u[0] * lx + u[1] * my + u[2] * mz

@@ -483,14 +483,50 @@ def score_vnc5(model: Path, out_dir: Path, data_dir: Path = VNC_DATA) -> dict:
     return summary
 
 
+def scoring_volume(
+    stage: int, seed: int, shape, voxel_nm: float, whole_cells: bool
+) -> synth.SynthResult:
+    """One fresh test volume of a single cell (or dividing pair) at ``stage``.
+
+    By default the cell may be cut by the volume border (``randomise``, as in training data);
+    ``whole_cells`` keeps it whole, the paper's protocol (each cell cropped into its own cube),
+    with the same randomised imaging the default draws for that seed.
+    """
+    if not whole_cells:
+        return synth.generate(
+            shape=shape, voxel_nm=voxel_nm, stages=[stage], seed=seed, randomise=True
+        )
+    # generate() draws its imaging from the fifth child of the seed's SeedSequence
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(5)[4])
+    r = synth.generate(
+        shape=shape,
+        voxel_nm=voxel_nm,
+        stages=[stage],
+        seed=seed,
+        imaging=synth.Imaging.randomised(rng),
+    )
+    if not all(c["complete"] for c in r.info["cells"]):
+        raise VemcellError(
+            f"A stage-{stage} cell does not fit whole in a volume of {list(shape)} voxels of "
+            f"{voxel_nm:g} nm; give a larger --shape (144 144 144 at 20 nm holds every stage)."
+        )
+    return r
+
+
 def score_cmerolae6(
-    model: Path, out_dir: Path, shape, seed0: int = 7000, voxel_nm: float = CMEROLAE_VOXEL_NM
+    model: Path,
+    out_dir: Path,
+    shape,
+    seed0: int = 7000,
+    voxel_nm: float = CMEROLAE_VOXEL_NM,
+    whole_cells: bool = False,
 ) -> dict:
     """Score a model on fresh synthetic volumes, one per cell-cycle stage, 1 and 3 directions.
 
-    Every volume is generated with a seed the training never used, written as a TIFF pair and
-    scored with ``vemcell evaluate``'s code (the user-facing segmentation). Writes the paper's
-    Table 3 layout (``crossval.md/.csv/.png``) and ``validation.json`` into ``out_dir``.
+    Every volume is generated with a seed the training never used (see :func:`scoring_volume`),
+    written as a TIFF pair and scored with ``vemcell evaluate``'s code (the user-facing
+    segmentation). Writes the paper's Table 3 layout (``crossval.md/.csv/.png``) and
+    ``validation.json`` into ``out_dir``.
     """
     from vemcell.commands.crossval import write_tables
     from vemcell.commands.evaluate import evaluate
@@ -503,13 +539,7 @@ def score_cmerolae6(
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for stage in range(1, 6):
-        r = synth.generate(
-            shape=shape,
-            voxel_nm=voxel_nm,
-            stages=[stage],
-            seed=seed0 + stage,
-            randomise=True,
-        )
+        r = scoring_volume(stage, seed0 + stage, shape, voxel_nm, whole_cells)
         img, lab = out_dir / f"stage{stage}_image.tif", out_dir / f"stage{stage}_labels.tif"
         write_tiff(img, r.image, r.voxel_size_nm)
         write_tiff(lab, r.labels, r.voxel_size_nm)
@@ -529,7 +559,8 @@ def score_cmerolae6(
     present = [v for v in means[3].values() if v is not None]
     summary: dict = {
         "data": f"5 fresh synthetic volumes {list(shape)} at {voxel_nm:g} nm, one per cell-cycle "
-        f"stage, seeds {seed0 + 1}–{seed0 + 5} (never used in training)",
+        f"stage, seeds {seed0 + 1}–{seed0 + 5} (never used in training), "
+        + ("each cell whole" if whole_cells else "cells may be cut by the volume border"),
         "method": "vemcell evaluate (vemcell.segment.segment, median 3), IoU per class, "
         "mean over the five stages" + _specks(card),
         "iou": means[3],
@@ -545,7 +576,13 @@ def score_cmerolae6(
 
 
 def score_cmerolae6_repeats(
-    model: Path, out_dir: Path, shape, seed0: int, voxel_nm: float, repeats: int
+    model: Path,
+    out_dir: Path,
+    shape,
+    seed0: int,
+    voxel_nm: float,
+    repeats: int,
+    whole_cells: bool = False,
 ) -> dict:
     """:func:`score_cmerolae6` ``repeats`` times (seeds ``seed0``, ``seed0 + 100``, ...), each in
     ``out_dir/sSEED``, and the per-class means over all 5 × ``repeats`` volumes.
@@ -556,7 +593,9 @@ def score_cmerolae6_repeats(
     if repeats < 1:
         raise VemcellError(f"--repeats must be at least 1, not {repeats}.")
     seeds = [seed0 + 100 * r for r in range(repeats)]
-    runs = [score_cmerolae6(model, out_dir / f"s{s}", shape, s, voxel_nm) for s in seeds]
+    runs = [
+        score_cmerolae6(model, out_dir / f"s{s}", shape, s, voxel_nm, whole_cells) for s in seeds
+    ]
     means: dict = {}
     for key, d in (("iou_3_directions", 3), ("iou_1_direction", 1)):
         values: dict[str, list[float]] = {}
@@ -609,6 +648,13 @@ def main(argv: list[str] | None = None) -> int:
         help="score-cmerolae6: score this many sets of five volumes (seeds SEED0, SEED0 + 100, "
         "...) and report the means over all of them",
     )
+    p.add_argument(
+        "--whole-cells",
+        action="store_true",
+        help="score-cmerolae6: keep each test cell whole inside its volume (the paper's "
+        "protocol: one cell per cube; give --shape 144 144 144); by default cells may be cut "
+        "by the volume border",
+    )
     p.add_argument("--resume", action="store_true")
     p.add_argument(
         "--init", type=Path, help="start from this checkpoint's weights (fine-tune, or widen)"
@@ -640,11 +686,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--extra adds serial-section pairs to the plastid and vnc5 recipes only")
     voxel = args.voxel_nm or VOXEL_NM[args.recipe.removeprefix("score-")]
     if args.recipe == "score-cmerolae6":
+        shape, whole = tuple(args.shape), args.whole_cells
         if args.repeats == 1:
-            score_cmerolae6(args.model, args.out, tuple(args.shape), args.seed0, voxel)
+            score_cmerolae6(args.model, args.out, shape, args.seed0, voxel, whole)
         else:
-            shape = tuple(args.shape)
-            score_cmerolae6_repeats(args.model, args.out, shape, args.seed0, voxel, args.repeats)
+            score_cmerolae6_repeats(
+                args.model, args.out, shape, args.seed0, voxel, args.repeats, whole
+            )
         return 0
     if args.recipe == "score-plastid":
         score_plastid(args.model, args.out, data_dir)
