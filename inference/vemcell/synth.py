@@ -463,6 +463,20 @@ def _place_once(
     return [placed[i] for i in sorted(placed)]
 
 
+def _seed_rngs(seed: int) -> list[np.random.Generator]:
+    """The independent streams a seed drives: layout, cells, shapes, image noise, imaging."""
+    return [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5)]
+
+
+def randomised_imaging(seed: int) -> Imaging:
+    """The imaging parameters :func:`generate` draws for ``seed`` with ``randomise=True``.
+
+    Passed as ``imaging`` without ``randomise``, it renders the same microscope with the cells
+    kept whole inside the volume.
+    """
+    return Imaging.randomised(_seed_rngs(seed)[4])
+
+
 def generate(
     shape: tuple[int, int, int] = (128, 128, 128),
     voxel_nm: float = 20.0,
@@ -516,10 +530,7 @@ def generate(
     voxel = (vz, float(voxel_nm), float(voxel_nm))  # z, y, x
     extent = np.array([shape[2] * voxel[2], shape[1] * voxel[1], shape[0] * voxel[0]]) / 1000.0
 
-    root = np.random.SeedSequence(int(seed))
-    rng_layout, rng_cells, rng_shape, rng_img, rng_par = (
-        np.random.default_rng(s) for s in root.spawn(5)
-    )
+    rng_layout, rng_cells, rng_shape, rng_img, rng_par = _seed_rngs(seed)
     drawn = Imaging.randomised(rng_par) if randomise else Imaging()
     custom = imaging is not None
     imaging = imaging if imaging is not None else drawn

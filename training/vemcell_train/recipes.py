@@ -496,14 +496,12 @@ def scoring_volume(
         return synth.generate(
             shape=shape, voxel_nm=voxel_nm, stages=[stage], seed=seed, randomise=True
         )
-    # generate() draws its imaging from the fifth child of the seed's SeedSequence
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(5)[4])
     r = synth.generate(
         shape=shape,
         voxel_nm=voxel_nm,
         stages=[stage],
         seed=seed,
-        imaging=synth.Imaging.randomised(rng),
+        imaging=synth.randomised_imaging(seed),
     )
     if not all(c["complete"] for c in r.info["cells"]):
         raise VemcellError(
