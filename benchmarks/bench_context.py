@@ -28,8 +28,8 @@ def export_variants(folder: Path, base: int, contexts: list[int]) -> dict[int, P
     """The same trained-looking network exported with each slice context; card paths."""
     import torch
 
-    from vemcell_train.export import export_onnx
     from vemcell_train.model import AttentionUNet, add_context_into
+    from vemcell_train.onnx_export import export_onnx
 
     torch.manual_seed(0)
     single = AttentionUNet(n_classes=5, base=base).eval()
@@ -57,8 +57,8 @@ def run(
     card_path: Path, volume, directions: int, threads: int, repeats: int
 ) -> tuple[float, float]:
     """Best seconds and peak traced memory (MB) of a segmentation, after a warm-up call."""
-    from vemcell.modelcard import load_card
-    from vemcell.segment import Segmenter, segment
+    from vemcell.cards.card import load_card
+    from vemcell.segmentation.segment import Segmenter, segment
 
     card = load_card(card_path)
     seg = Segmenter(card, threads=threads)
@@ -75,7 +75,7 @@ def run(
 
 
 def main() -> None:
-    from vemcell.io import Volume
+    from vemcell.io.volumes import Volume
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)

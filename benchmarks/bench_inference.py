@@ -45,7 +45,7 @@ def conv_flops(net, size: int) -> float:
 
 
 def slices(n: int, size: int, seed: int = 0) -> np.ndarray:
-    from vemcell import synth
+    from vemcell.synth import generator as synth
 
     vol = synth.generate(shape=(n, size, size), voxel_nm=20.0, seed=seed).image
     return (vol.astype(np.float32) / 255.0)[:, None]
@@ -65,7 +65,7 @@ def main() -> None:
     import torch
     from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
 
-    from vemcell.segment import session_options
+    from vemcell.segmentation.segment import session_options
     from vemcell_train.model import AttentionUNet, SoftmaxModel
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -24,9 +24,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 CHILD = r"""
 import json, resource, sys, time
-from vemcell.io import read_volume
-from vemcell.modelcard import load_card
-from vemcell.segment import segment
+from vemcell.io.volumes import read_volume
+from vemcell.cards.card import load_card
+from vemcell.segmentation.segment import segment
 vol = read_volume(sys.argv[1])
 card = load_card(sys.argv[2])
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -54,7 +54,7 @@ def blob_volume(n: int, seed: int = 0) -> np.ndarray:
 
 def main() -> None:
     from tiny_models import make_band_model
-    from vemcell.io import write_tiff
+    from vemcell.io.volumes import write_tiff
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])

@@ -107,7 +107,7 @@ def many_organelles(shape=(160, 160, 160), seed: int = 0) -> tuple[np.ndarray, n
 
 
 def datasets(n_real: int) -> list[dict]:
-    from vemcell import synth
+    from vemcell.synth import generator as synth
 
     out = []
     s = synth.generate(shape=(128, 192, 192), voxel_nm=20.0, seed=1)
@@ -129,7 +129,7 @@ def datasets(n_real: int) -> list[dict]:
         }
     )
     if REAL.is_dir():
-        from vemcell.io import read_volume
+        from vemcell.io.volumes import read_volume
 
         for path in sorted(REAL.glob("*_organelles.tif"))[:n_real]:
             vol = read_volume(path, kind="labels")
@@ -169,7 +169,7 @@ def datasets(n_real: int) -> list[dict]:
 def run_case(name: str, labels, instances, voxel, repeats: int, full: bool) -> dict:
     import trimesh
 
-    from vemcell import mesh
+    from vemcell.meshes import mesh
 
     n_cls = int(labels.max())
     classes = [(i, f"class_{i}", CLASS_COLOURS[(i - 1) % 4]) for i in range(1, n_cls + 1)]

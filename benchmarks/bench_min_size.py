@@ -26,7 +26,7 @@ VNC = HERE.parent.parent / "shared" / "data" / "vnc_sstem"
 
 def run(volume, card, directions: int, min_size, threads: int, repeats: int):
     """Best seconds, peak traced MB and the result of one segmentation setting."""
-    from vemcell.segment import Segmenter, segment
+    from vemcell.segmentation.segment import Segmenter, segment
 
     seg = Segmenter(card, threads=threads)
     best, peak, result = float("inf"), 0.0, None
@@ -43,9 +43,9 @@ def run(volume, card, directions: int, min_size, threads: int, repeats: int):
 def main() -> None:
     import numpy as np
 
-    from vemcell import synth
-    from vemcell.io import Volume, read_volume
-    from vemcell.modelcard import resolve_model
+    from vemcell.cards.card import resolve_model
+    from vemcell.io.volumes import Volume, read_volume
+    from vemcell.synth import generator as synth
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)

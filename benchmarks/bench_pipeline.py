@@ -21,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def run_size(size: int, model: str | None, workdir: Path, threads: int | None) -> dict:
-    from vemcell import synth
+    from vemcell.synth import generator as synth
 
     folder = workdir / f"synth_{size}"
     t0 = time.perf_counter()

@@ -39,7 +39,7 @@ def best_of(fn, repeats: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vemcell import synth
+    from vemcell.synth import generator as synth
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--repeats", type=int, default=3)

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vemcell import cells
-from vemcell import instance_metrics as im
+from vemcell.cells import separate as cells
+from vemcell.evaluation import instances as im
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data" / "isbi2012_sstem"
@@ -78,8 +78,8 @@ def flat_scores(s: dict) -> dict:
 
 def unet_card_for_synth():
     """A shipped organelle model with a background class, if one is installed."""
+    from vemcell.cards.card import resolve_model
     from vemcell.errors import VemcellError
-    from vemcell.modelcard import resolve_model
 
     try:
         card = resolve_model(None)
@@ -89,8 +89,8 @@ def unet_card_for_synth():
 
 
 def part_synth(cases) -> list[dict]:
-    from vemcell import synth
-    from vemcell.io import Volume
+    from vemcell.io.volumes import Volume
+    from vemcell.synth import generator as synth
 
     card = unet_card_for_synth()
     rows = []
@@ -105,7 +105,7 @@ def part_synth(cases) -> list[dict]:
         runs["threshold"], _ = cells.foreground(r.image, r.voxel_size_nm, provider="threshold")
         times = {"threshold": time.perf_counter() - t0}
         if card is not None:
-            from vemcell import segment
+            from vemcell.segmentation import segment
 
             t0 = time.perf_counter()
             vol = Volume(r.image, r.voxel_size_nm, "user")
@@ -175,7 +175,7 @@ def unet_membrane_probability(
     import torch
 
     from vemcell_train.data import VolumePair
-    from vemcell_train.export import model_from_checkpoint
+    from vemcell_train.onnx_export import model_from_checkpoint
     from vemcell_train.train import TrainConfig, load_checkpoint, train
 
     card = {

@@ -22,7 +22,7 @@ SHARED = ROOT.parent / "shared" / "data"
 
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """RGB image with every organelle class tinted in its Figure-1 colour."""
-    from vemcell.synth import CLASS_COLORS
+    from vemcell.synth.generator import CLASS_COLORS
 
     colours = np.array(CLASS_COLORS, float)[:, :3]
     rgb = np.repeat(image[..., None].astype(float) / 255.0, 3, axis=-1)
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
     import tifffile
 
-    from vemcell.io import read_volume
-    from vemcell.synth import sample_dir
+    from vemcell.io.volumes import read_volume
+    from vemcell.synth.generator import sample_dir
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--sample", type=Path, default=sample_dir(), help="synthetic volume folder")

@@ -102,8 +102,8 @@ def make_sample_run(root: Path) -> Path:
     meshing, measuring and export (everything ``vemcell run`` does after segmentation)."""
     import tifffile
 
-    from vemcell import export, measure, mesh
-    from vemcell.synth import sample_dir
+    from vemcell.meshes import measure, mesh, scene
+    from vemcell.synth.generator import sample_dir
 
     sample = Path(sample_dir())
     meta = json.loads((sample / "sample.json").read_text())
@@ -114,7 +114,7 @@ def make_sample_run(root: Path) -> Path:
     items = mesh.mesh_labels(labels, voxel, classes, instances=cells)
     rows = measure.measure(labels, voxel, classes, instances=cells, meshes=items)
     run = root / "sample_run"
-    export.write_outputs(run, items, rows)
+    scene.write_outputs(run, items, rows)
     (run / "report.json").write_text(
         json.dumps({"input": str(sample / "image.tif"), "voxel_size_nm": list(voxel)})
     )

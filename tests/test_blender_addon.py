@@ -371,7 +371,7 @@ def test_backend_error_message_is_the_cli_line(core):
 
 def test_run_options_match_the_backend_cli(core, tmp_path):
     """Every argument the add-on passes is one `vemcell run` accepts."""
-    from vemcell.cli import build_parser
+    from vemcell.cli.main import build_parser
 
     opts = core["backend"].RunOptions(
         volume="v.tif",
@@ -440,7 +440,7 @@ def test_sample_scene_cut_open_stays_closed(core, clean_scene, sample_run):
 
 def test_one_click_build_on_embedded_sample(core, clean_scene):
     """The Build operator, synchronously, through the real backend subprocess."""
-    from vemcell.modelcard import list_models
+    from vemcell.cards.card import list_models
 
     if not list_models():
         pytest.skip("no shipped model in models/ yet")

@@ -70,8 +70,8 @@ CHILD = textwrap.dedent(
 def _sample_and_model() -> str:
     """The embedded sample's image when a shipped model exists to segment it, else ''."""
     try:
-        from vemcell.modelcard import list_models
-        from vemcell.synth import sample_dir
+        from vemcell.cards.card import list_models
+        from vemcell.synth.generator import sample_dir
 
         image = Path(sample_dir()) / "image.tif"
     except Exception:

@@ -57,7 +57,7 @@ def test_render_writes_mp4_of_requested_length(fake_run, tmp_path):
 
 
 def test_render_still_with_blend_and_glb(fake_run, tmp_path):
-    from vemcell.commands.render import render_run_dir
+    from vemcell.cli.render import render_run_dir
 
     out = tmp_path / "still.png"
     summary = render_run_dir(
@@ -81,7 +81,7 @@ def test_render_still_with_blend_and_glb(fake_run, tmp_path):
 
 
 def test_render_errors_are_one_line(fake_run, tmp_path):
-    from vemcell.commands.render import render_run_dir
+    from vemcell.cli.render import render_run_dir
     from vemcell.errors import VemcellError
 
     proc = _vemcell("render", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.mp4"))
@@ -105,8 +105,8 @@ def test_render_errors_are_one_line(fake_run, tmp_path):
 @pytest.mark.slow
 def test_render_volume_runs_pipeline_then_mp4(tmp_path):
     """VOLUME input: the pipeline on the embedded sample, then a 3-frame turntable."""
-    from vemcell.modelcard import list_models
-    from vemcell.synth import sample_dir
+    from vemcell.cards.card import list_models
+    from vemcell.synth.generator import sample_dir
 
     image = sample_dir() / "image.tif"
     if not image.is_file() or not list_models():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vemcell import cells
-from vemcell import instance_metrics as im
-from vemcell.cli import main
+from vemcell.cells import separate as cells
+from vemcell.cli.main import main
 from vemcell.errors import VemcellError
-from vemcell.io import read_tiff_info, read_volume, write_tiff
+from vemcell.evaluation import instances as im
+from vemcell.io.volumes import read_tiff_info, read_volume, write_tiff
 
 
 def balls(shape, voxel, centres_um, radii_um):
@@ -200,7 +200,7 @@ def test_default_provider_order(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_vemcell_cells_finds_six_cells_two_touching(tmp_path):
     """The issue's acceptance test: six synthetic cells, some touching, give six cells."""
-    from vemcell import synth
+    from vemcell.synth import generator as synth
 
     r = synth.generate(shape=(56, 128, 160), voxel_nm=40, cells=6, seed=1, stages=[1, 2, 3])
     assert int(r.cells.max()) == 6
@@ -419,7 +419,7 @@ def test_vemcell_cells_with_the_unet_background_class(tmp_path, monkeypatch):
 
 def test_models_with_a_membrane_class_split_cells_along_it(tmp_path, monkeypatch):
     """`vemcell cells` and `vemcell run` use the card's cell_boundary_class on dense tissue."""
-    from vemcell.modelcard import load_card
+    from vemcell.cards.card import load_card
 
     monkeypatch.delenv("VEMCELL_SAM", raising=False)
     mem, truth = _neurites(shift_px=2, size=64)

@@ -14,9 +14,9 @@ import json
 import pytest
 
 from conftest import REPO
-from vemcell import synth
-from vemcell.cli import main
-from vemcell.io import write_tiff
+from vemcell.cli.main import main
+from vemcell.io.volumes import write_tiff
+from vemcell.synth import generator as synth
 
 MODEL = REPO / "models" / "cmerolae6.onnx"
 

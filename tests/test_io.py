@@ -9,9 +9,9 @@ import pytest
 import tifffile
 
 from conftest import shared_data
-from vemcell.cli import main
+from vemcell.cli.main import main
 from vemcell.errors import VemcellError
-from vemcell.io import read_tiff_info, read_volume, write_tiff
+from vemcell.io.volumes import read_tiff_info, read_volume, write_tiff
 
 
 def stack(shape=(5, 12, 16), dtype=np.uint8, seed=0):

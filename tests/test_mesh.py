@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import trimesh
 
-from vemcell import export, measure, mesh
-from vemcell.cli import main
+from vemcell.cli.main import main
 from vemcell.errors import VemcellError
-from vemcell.io import write_tiff
+from vemcell.io.volumes import write_tiff
+from vemcell.meshes import measure, mesh, scene
 
 CLASSES = [
     (1, "cytoplasm", (1.0, 1.0, 1.0, 0.3)),
@@ -229,7 +229,7 @@ def test_write_outputs_scene_files_and_gltf_round_trip(tmp_path):
     labels, cells = two_cells()
     items = mesh.mesh_labels(labels, (20, 10, 10), CLASSES, instances=cells)
     rows = measure.measure(labels, (20, 10, 10), CLASSES, instances=cells, meshes=items)
-    manifest = export.write_outputs(tmp_path, items, rows, mesh_format="obj")
+    manifest = scene.write_outputs(tmp_path, items, rows, mesh_format="obj")
     on_disk = json.loads((tmp_path / "scene.json").read_text())
     assert on_disk == json.loads(json.dumps(manifest))
     assert on_disk["vemcell"] == "scene/1" and on_disk["units"] == "um"
@@ -245,18 +245,18 @@ def test_write_outputs_scene_files_and_gltf_round_trip(tmp_path):
         assert len(loaded.faces) == o["faces"]
     assert not list(tmp_path.rglob("*.partial"))
 
-    scene = trimesh.load(tmp_path / "scene.glb")
-    assert set(scene.geometry) == {it.name for it in items}
+    glb = trimesh.load(tmp_path / "scene.glb")
+    assert set(glb.geometry) == {it.name for it in items}
     for it in items:
-        g = scene.geometry[it.name]
+        g = glb.geometry[it.name]
         assert g.is_watertight
-        back = export.gltf_to_zup(g.vertices)
+        back = scene.gltf_to_zup(g.vertices)
         assert np.allclose(back, it.vertices, atol=1e-5)  # Y-up in the file, Z-up after import
         mat = g.visual.material
         assert np.allclose(np.asarray(mat.baseColorFactor) / 255.0, it.color, atol=1 / 255)
         assert mat.alphaMode == ("BLEND" if it.color[3] < 1 else "OPAQUE")
     # vemcell's Z (slices) is glTF's Y
-    assert np.allclose(export.zup_to_gltf(np.array([[1.0, 2.0, 3.0]])), [[1.0, 3.0, -2.0]])
+    assert np.allclose(scene.zup_to_gltf(np.array([[1.0, 2.0, 3.0]])), [[1.0, 3.0, -2.0]])
 
 
 @pytest.mark.parametrize("fmt", ["ply", "stl"])
@@ -264,7 +264,7 @@ def test_mesh_files_in_each_format_are_closed(tmp_path, fmt):
     labels = ball(150.0, (10.0, 10.0, 10.0))
     items = mesh.mesh_labels(labels, (10, 10, 10), CLASSES)
     rows = measure.measure(labels, (10, 10, 10), CLASSES, meshes=items)
-    export.write_outputs(tmp_path, items, rows, mesh_format=fmt)
+    scene.write_outputs(tmp_path, items, rows, mesh_format=fmt)
     loaded = trimesh.load(tmp_path / "meshes" / f"mitochondrion.{fmt}")
     assert loaded.is_watertight
     assert loaded.volume == pytest.approx(tm(items[0]).volume, rel=1e-4)
@@ -373,7 +373,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_real_fibsem_labels_mesh_watertight():
     from conftest import shared_data
-    from vemcell.io import read_volume
+    from vemcell.io.volumes import read_volume
 
     root = shared_data("urocell_fibsem_labels")
     vol = read_volume(root / "fib1-1-0-3_organelles.tif", kind="labels")

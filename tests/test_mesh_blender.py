@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from vemcell import export, measure, mesh
+from vemcell.meshes import measure, mesh, scene
 
 pytestmark = pytest.mark.blender
 
@@ -48,7 +48,7 @@ def test_glb_is_z_up_in_blender(tmp_path):
     classes = [(1, "cytoplasm", (1.0, 1.0, 1.0, 0.3)), (4, "mitochondrion", (1.0, 0.9, 0.0, 1))]
     items = mesh.mesh_labels(labels, (10.0, 10.0, 10.0), classes, smooth=0, decimate=0)
     rows = measure.measure(labels, (10.0, 10.0, 10.0), classes, meshes=items)
-    export.write_outputs(tmp_path, items, rows)
+    scene.write_outputs(tmp_path, items, rows)
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(tmp_path / "scene.glb")],
         capture_output=True,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vemcell.errors import VemcellError
-from vemcell.metrics import (
+from vemcell.evaluation.metrics import (
     apply_label_map,
     boundary_offset,
     boundary_offset_sums,

@@ -13,9 +13,9 @@ pytest.importorskip("onnxruntime")
 
 from vemcell.errors import VemcellError  # noqa: E402
 from vemcell_train.data import SliceSampler, VolumePair  # noqa: E402
-from vemcell_train.export import export_onnx  # noqa: E402
 from vemcell_train.losses import TverskyLoss  # noqa: E402
 from vemcell_train.model import AttentionUNet  # noqa: E402
+from vemcell_train.onnx_export import export_onnx  # noqa: E402
 from vemcell_train.onnx_weights import (  # noqa: E402
     calibration_slices,
     checkpoint_from_onnx,
@@ -85,7 +85,7 @@ def test_a_network_with_slice_context_is_recovered_too(tmp_path: Path) -> None:
 
 def test_batch_norm_statistics_from_a_volume_of_the_models_own_data(tmp_path: Path, capsys) -> None:
     """--calibrate VOLUME: XY slices prepared as the card says, with the model's context."""
-    from vemcell.io import write_tiff
+    from vemcell.io.volumes import write_tiff
 
     arch = {**ARCH, "in_channels": 3}
     torch.manual_seed(3)

@@ -11,8 +11,8 @@ import pytest
 import tifffile
 
 from tiny_models import make_band_model
-from vemcell.cli import main
-from vemcell.io import read_tiff_info, read_volume, write_tiff
+from vemcell.cli.main import main
+from vemcell.io.volumes import read_tiff_info, read_volume, write_tiff
 
 
 @pytest.fixture()
@@ -141,7 +141,7 @@ def test_failed_rerun_keeps_previous_results(tmp_path, band_model, monkeypatch):
     out = tmp_path / "run"
     assert main(["run", str(vol), "--out", str(out), "--model", str(band_model)]) == 0
     before = (out / "report.json").read_text()
-    from vemcell import measure
+    from vemcell.meshes import measure
 
     def boom(*a, **k):
         raise KeyboardInterrupt  # what a cancel (SIGTERM from Blender) becomes

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, shared_data
-from vemcell.cli import main
-from vemcell.io import read_volume, write_tiff
+from vemcell.cli.main import main
+from vemcell.io.volumes import read_volume, write_tiff
 
 MODEL = REPO / "models" / "plastid_leaf.onnx"
 

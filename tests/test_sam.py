@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vemcell import cells, sam
-from vemcell.cli import main
+from vemcell.cells import sam
+from vemcell.cells import separate as cells
+from vemcell.cli.main import main
 from vemcell.errors import VemcellError
-from vemcell.io import read_tiff_info, read_volume, write_tiff
+from vemcell.io.volumes import read_tiff_info, read_volume, write_tiff
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tiny_sam"
 HAVE_SAM_EXTRA = (

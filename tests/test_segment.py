@@ -9,10 +9,10 @@ import pytest
 from scipy import ndimage
 
 from tiny_models import make_band_model, make_context_model, make_lopsided_model
-from vemcell import preprocess, segment
+from vemcell.cards.card import load_card, resolve_model
 from vemcell.errors import VemcellError
-from vemcell.io import Volume
-from vemcell.modelcard import load_card, resolve_model
+from vemcell.io.volumes import Volume
+from vemcell.segmentation import preprocess, segment
 
 
 @pytest.fixture()
@@ -360,7 +360,7 @@ def test_segment_reports_the_directions_it_used(band_card):
 
 
 def test_confidence_is_the_chosen_class_probability_and_marks_unsure_voxels(tmp_path):
-    from vemcell.commands.pseudolabel import pseudo_labels
+    from vemcell.cli.pseudolabel import pseudo_labels
 
     card = load_card(make_band_model(tmp_path, tile=64, k=20.0))
     img, truth = banded_volume((24, 48, 56))

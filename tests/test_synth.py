@@ -11,10 +11,10 @@ import pytest
 from scipy import ndimage as ndi
 
 from conftest import REPO
-from vemcell import synth
-from vemcell.cli import main
+from vemcell.cli.main import main
 from vemcell.errors import VemcellError
-from vemcell.io import read_tiff_info, read_volume
+from vemcell.io.volumes import read_tiff_info, read_volume
+from vemcell.synth import generator as synth
 
 # 32 nm voxels keep the volumes small (a cell is ~55 voxels across) and the tests fast.
 SMALL = {"shape": (80, 96, 96), "voxel_nm": 32.0}

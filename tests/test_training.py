@@ -12,12 +12,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from vemcell.cli import main  # noqa: E402
+from vemcell.cards.card import load_card  # noqa: E402
+from vemcell.cli.main import main  # noqa: E402
 from vemcell.errors import VemcellError  # noqa: E402
-from vemcell.io import write_tiff  # noqa: E402
-from vemcell.modelcard import load_card  # noqa: E402
+from vemcell.io.volumes import write_tiff  # noqa: E402
 from vemcell_train.data import IGNORE, Augment, SliceSampler, VolumePair  # noqa: E402
-from vemcell_train.export import calibration_slices, export_checkpoint  # noqa: E402
 from vemcell_train.losses import TverskyLoss  # noqa: E402
 from vemcell_train.model import (  # noqa: E402
     AttentionUNet,
@@ -25,6 +24,7 @@ from vemcell_train.model import (  # noqa: E402
     count_parameters,
     widen_into,
 )
+from vemcell_train.onnx_export import calibration_slices, export_checkpoint  # noqa: E402
 from vemcell_train.train import TrainConfig, load_checkpoint, train  # noqa: E402
 
 CARD = {
@@ -353,7 +353,7 @@ def test_export_matches_torch_and_evaluate_scores_it(tmp_path: Path) -> None:
 
 
 def test_training_commands_explain_a_missing_torch(monkeypatch: pytest.MonkeyPatch) -> None:
-    from vemcell.commands._training import require_training
+    from vemcell_train.cli.common import require_training
 
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(VemcellError, match=r"pip install 'vemcell\[train\]'"):
@@ -446,7 +446,7 @@ def test_crossval_writes_the_table_in_the_papers_layout(tmp_path: Path, capsys) 
 def test_crossval_folds_follow_the_papers_cases() -> None:
     """Six cases of five stages: every fold validates one volume of each stage, and the table
     shows each stage's mean over its cases."""
-    from vemcell.commands.crossval import assign_folds, stage_means
+    from vemcell.evaluation.crossval import assign_folds, stage_means
 
     stages = [f"stage {s}" for s in range(1, 6) for _ in range(6)]
     folds = assign_folds(stages, 6)

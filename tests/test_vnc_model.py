@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, shared_data
-from vemcell.cli import main
-from vemcell.io import read_volume, write_tiff
+from vemcell.cli.main import main
+from vemcell.io.volumes import read_volume, write_tiff
 
 MODEL = REPO / "models" / "vnc5.onnx"
 HELD_OUT = slice(11, 14)
@@ -52,7 +52,7 @@ def test_vnc_model_splits_neurites_along_its_membranes(tmp_path):
     class): scored per section against the regions the labelled membranes enclose."""
     from scipy import ndimage as ndi
 
-    from vemcell import instance_metrics as im
+    from vemcell.evaluation import instances as im
 
     root = shared_data("vnc_sstem")
     if not MODEL.exists():
@@ -75,8 +75,8 @@ def test_vnc_model_splits_neurites_along_its_membranes(tmp_path):
 def test_models_lists_vnc5_with_its_slice_context_and_minimum_sizes(capsys):
     """The shipped vnc5 takes each section with 2 neighbours either side: its ONNX input has 5
     channels, its card says so and ``vemcell models`` tells the user."""
-    from vemcell.modelcard import load_card
-    from vemcell.segment import Segmenter
+    from vemcell.cards.card import load_card
+    from vemcell.segmentation.segment import Segmenter
 
     seg = Segmenter(load_card(MODEL), threads=1)
     assert seg.in_channels == 5 and seg.context == 2

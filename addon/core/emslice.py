@@ -31,7 +31,7 @@ def load_volume(path: str) -> tuple[np.ndarray, float, float]:
         return _VOLUMES[key]
     backend.ensure_importable()
     try:
-        from vemcell.io import read_volume
+        from vemcell.io.volumes import read_volume
 
         data = np.asarray(read_volume(p).array())
     except ImportError:

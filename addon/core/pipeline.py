@@ -47,7 +47,7 @@ def read_voxel_size(path: str) -> tuple[tuple[float, float, float], str] | None:
     """
     backend.ensure_importable()
     try:
-        from vemcell import io as vio
+        from vemcell.io import volumes as vio
     except ImportError:
         return None
     p = Path(path)
@@ -74,7 +74,7 @@ def sample_volume() -> str:
     """The embedded sample's image.tif ('' when this backend version has no sample)."""
     backend.ensure_importable()
     try:
-        from vemcell import synth
+        from vemcell.synth import generator as synth
 
         folder = Path(synth.sample_dir())
     except Exception:
@@ -87,7 +87,7 @@ def shipped_models() -> list[tuple[str, str]]:
     """(name, title) of every model whose card the backend finds."""
     backend.ensure_importable()
     try:
-        from vemcell.modelcard import list_models
+        from vemcell.cards.card import list_models
 
         return [(c.name, c.title or c.name) for c in list_models()]
     except Exception:

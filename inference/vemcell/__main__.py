@@ -2,7 +2,7 @@
 
 import sys
 
-from vemcell.cli import main
+from vemcell.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

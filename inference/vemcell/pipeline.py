@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from vemcell import __version__
+from vemcell.cards.card import ModelCard, resolve_model
 from vemcell.errors import VemcellError
-from vemcell.io import Volume, ordinary_mode, read_volume, write_tiff
-from vemcell.modelcard import ModelCard, resolve_model
+from vemcell.io.volumes import Volume, ordinary_mode, read_volume, write_tiff
 from vemcell.progress import Progress
 
 STAGES = [
@@ -156,7 +156,8 @@ def run(
 
     Returns the report (also written as ``out/report.json``).
     """
-    from vemcell import export, measure, mesh, segment
+    from vemcell.meshes import measure, mesh, scene
+    from vemcell.segmentation import segment
 
     opt = options or RunOptions()
     if opt.mesh_format not in ("ply", "obj", "stl"):
@@ -228,7 +229,7 @@ def run(
                     vol.voxel_size_nm,
                     metadata={"vemcell": "instances/1", **cells_report},
                 )
-            export.write_outputs(tmp, meshes, rows, mesh_format=opt.mesh_format)
+            scene.write_outputs(tmp, meshes, rows, mesh_format=opt.mesh_format)
             measure.write_csv(rows, tmp / "measurements.csv")
             (tmp / "measurements.json").write_text(
                 json.dumps(measure.summary(rows), indent=2), encoding="utf-8"
@@ -243,7 +244,7 @@ def _provider(opt: RunOptions, card: ModelCard) -> str | None:
     """The foreground provider to use, or None when cells are not separated."""
     if opt.separate_cells == "off":
         return None
-    from vemcell import cells
+    from vemcell.cells import separate as cells
 
     if opt.foreground == "auto":
         return cells.default_provider(card)
@@ -260,24 +261,17 @@ def _separate_cells(
     timer: _Timer,
 ) -> tuple[np.ndarray | None, dict[str, Any]]:
     """Cell instances, or None when fewer than two cells were found in auto mode."""
-    from vemcell import cells
+    from vemcell.cells import separate as cells
 
     with timer("cells"), prog.stage("cells", f"separating cells ({provider})"):
-        used = cells.membrane_split(card, provider) if labels is not None else None
-        if used:
-            ids = cells.membrane_cells(
-                labels, vol.voxel_size_nm, card.cell_boundary_class, progress=prog
-            )
-        else:
-            mask, used = cells.foreground(
-                vol.array(),
-                vol.voxel_size_nm,
-                provider=provider,
-                card=card,
-                unet_labels=labels,
-                progress=prog,
-            )
-            ids = cells.separate_cells(mask, vol.voxel_size_nm)
+        ids, used = cells.find_cells(
+            vol.array(),
+            vol.voxel_size_nm,
+            provider=provider,
+            card=card,
+            unet_labels=labels,
+            progress=prog,
+        )
     n = int(ids.max())
     report: dict[str, Any] = {"separated": True, "foreground": used, "cells": n}
     if n == 0 or (n == 1 and opt.separate_cells == "auto"):
@@ -295,7 +289,8 @@ def _segment_per_cell(
     prog: Progress,
 ) -> Any:
     """Segment each cell's crop (with a margin) and write its labels back inside the cell."""
-    from vemcell import cells, segment
+    from vemcell.cells import separate as cells
+    from vemcell.segmentation import segment
 
     boxes = cells.cell_boxes(instances, cells.crop_margin_voxels(vol.voxel_size_nm))
     labels = np.full(vol.shape, card.background_class or 0, np.uint8)

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 
 class Progress:
@@ -89,3 +89,14 @@ class Progress:
         self._stage = "done"
         self._offsets["done"] = (1.0, 0.0)
         self.update(1.0, message, force=True)
+
+
+def advance(progress: Any, fraction: float, message: str) -> None:
+    """Send ``fraction`` (0..1 of the current step) to a :class:`Progress`, a callable
+    ``(fraction, message)`` or nothing: how library functions report without knowing which."""
+    if progress is None:
+        return
+    if hasattr(progress, "update"):
+        progress.update(fraction, message)
+    else:
+        progress(fraction, message)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vemcell.metrics import confusion_matrix, iou_from_confusion
+from vemcell.evaluation.metrics import confusion_matrix, iou_from_confusion
 from vemcell_train.data import IGNORE, VolumePair
 from vemcell_train.train import _save, load_checkpoint, plane_input
 

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from vemcell import preprocess
 from vemcell.errors import VemcellError
-from vemcell.io import read_volume
-from vemcell.metrics import UNLABELLED, apply_label_map
-from vemcell.segment import direction_slices
+from vemcell.evaluation.metrics import UNLABELLED, apply_label_map
+from vemcell.io.volumes import read_volume
+from vemcell.segmentation import preprocess
+from vemcell.segmentation.segment import direction_slices
 
 IGNORE = UNLABELLED  # label value left out of the loss and the validation scores
 

@@ -211,7 +211,7 @@ def checkpoint_from_onnx(
     The architecture and card come from the model's JSON card next to it. Returns the
     checkpoint dict (with ``max_abs_diff``: torch vs onnxruntime on the calibration images).
     """
-    from vemcell.modelcard import load_card
+    from vemcell.cards.card import load_card
 
     path = Path(onnx_path)
     raw = load_card(path).raw
@@ -267,18 +267,18 @@ def calibration_slices(onnx_path: str | os.PathLike, image: str | os.PathLike | 
     ("scale" normalisation, 20 nm). Statistics from images like the model's own data make the
     recovered network's training mode behave like the original's.
     """
-    from vemcell.modelcard import load_card
-    from vemcell.segment import direction_slices, prepare
+    from vemcell.cards.card import load_card
+    from vemcell.segmentation.segment import direction_slices, prepare
 
     card = load_card(onnx_path)
     k = int(card.raw.get("architecture", {}).get("in_channels", 1))
     if image is None:
-        from vemcell import synth
+        from vemcell.synth import generator as synth
 
         r = synth.generate(shape=(64, 128, 128), voxel_nm=20.0, stages=[1], seed=4242)
         vol = r.image.astype(np.float32) / 255.0  # "scale" normalisation
     else:
-        from vemcell.io import read_volume
+        from vemcell.io.volumes import read_volume
 
         vol, _ = prepare(read_volume(image), card, directions=1)
     n = vol.shape[0]

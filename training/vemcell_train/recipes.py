@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vemcell import synth
 from vemcell.errors import VemcellError
+from vemcell.synth import generator as synth
 from vemcell_train.data import VolumePair, load_pair, prepare_pair
 from vemcell_train.train import TrainConfig, train
 
@@ -98,7 +98,7 @@ def cmerolae_card(voxel_nm: float = CMEROLAE_VOXEL_NM) -> dict:
         synth.CLASS_NAMES,
         CMEROLAE_NORMALISATION,
         voxel_nm,
-        "Trained only on synthetic volumes from vemcell.synth (no third-party data).",
+        "Trained only on synthetic volumes from vemcell.synth.generator (no third-party data).",
     )
 
 
@@ -231,7 +231,7 @@ def cmerolae6(
     print(f"generated {n_train}+3 volumes in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
     data = (
         f"{n_train} synthetic volumes {list(shape)} (Z, Y, X) at {voxel_nm:g} nm from "
-        f"vemcell.synth (seeds 1000–{999 + n_train}, randomised imaging, stages 1–5)"
+        f"vemcell.synth.generator (seeds 1000–{999 + n_train}, randomised imaging, stages 1–5)"
     )
     card = cmerolae_card(voxel_nm)
     return _train("cmerolae6", card, data, out_dir, config, train_vols, val_vols, resume, init_from)
@@ -244,7 +244,7 @@ def serial_sections(
 
     Returns one (image, labels, voxel size) per range; ``binary`` turns instance ids into 0/1.
     """
-    from vemcell.io import read_volume
+    from vemcell.io.volumes import read_volume
 
     vol = read_volume(data_dir / "image.tif")
     image = vol.array()
@@ -393,10 +393,10 @@ def score_plastid(model: Path, out_dir: Path, data_dir: Path = PLASTID_DATA) -> 
     along Z) and the default 3³ median, and writes ``validation.json`` (for ``vemcell export
     --validation``).
     """
-    from vemcell.commands.evaluate import evaluate
-    from vemcell.io import write_tiff
-    from vemcell.modelcard import load_card
-    from vemcell.segment import Segmenter
+    from vemcell.cards.card import load_card
+    from vemcell.evaluation.score import evaluate
+    from vemcell.io.volumes import write_tiff
+    from vemcell.segmentation.segment import Segmenter
 
     card = load_card(model)
     seg = Segmenter(card, threads=2)
@@ -453,9 +453,9 @@ def score_vnc5(model: Path, out_dir: Path, data_dir: Path = VNC_DATA) -> dict:
     Writes them as a TIFF pair into ``out_dir``, scores with 1 direction and the default median,
     and writes ``validation.json`` (for ``vemcell export --validation``).
     """
-    from vemcell.commands.evaluate import evaluate
-    from vemcell.io import write_tiff
-    from vemcell.modelcard import load_card
+    from vemcell.cards.card import load_card
+    from vemcell.evaluation.score import evaluate
+    from vemcell.io.volumes import write_tiff
 
     card = load_card(model)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -526,11 +526,11 @@ def score_cmerolae6(
     segmentation). Writes the paper's Table 3 layout (``crossval.md/.csv/.png``) and
     ``validation.json`` into ``out_dir``.
     """
-    from vemcell.commands.crossval import write_tables
-    from vemcell.commands.evaluate import evaluate
-    from vemcell.io import write_tiff
-    from vemcell.modelcard import load_card
-    from vemcell.segment import Segmenter
+    from vemcell.cards.card import load_card
+    from vemcell.evaluation.score import evaluate
+    from vemcell.io.volumes import write_tiff
+    from vemcell.segmentation.segment import Segmenter
+    from vemcell_train.cli.crossval import write_tables
 
     card = load_card(model)
     seg = Segmenter(card, threads=2)

@@ -9,7 +9,7 @@
   :class:`~segment_anything.utils.onnx.SamOnnxModel` (the official ONNX wrapper), with every
   mask token kept (``return_single_mask=False``) and a dynamic prompt batch, so one call scores
   a whole batch of grid points as the automatic mask generator does;
-* ``DIR/sam.json`` — the card :mod:`vemcell.sam` reads (sizes, normalisation, provenance).
+* ``DIR/sam.json`` — the card :mod:`vemcell.cells.sam` reads (sizes, normalisation, provenance).
 
 Needs the ``sam`` extra (segment-anything, torch, torchvision, onnx). Checkpoints come from
 Meta's segment-anything release (``sam_vit_b_01ec64.pth``, ``sam_vit_l_0b3195.pth``,

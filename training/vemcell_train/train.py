@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from vemcell.errors import VemcellError
-from vemcell.io import atomic_path
-from vemcell.metrics import confusion_matrix, iou_from_confusion
+from vemcell.evaluation.metrics import confusion_matrix, iou_from_confusion
+from vemcell.io.volumes import atomic_path
 from vemcell.progress import Progress
-from vemcell.segment import direction_slices
+from vemcell.segmentation.segment import direction_slices
 from vemcell_train.data import IGNORE, Augment, SliceSampler, VolumePair, with_channels
 from vemcell_train.losses import TverskyLoss
 from vemcell_train.model import add_context_into, build_model, count_parameters, widen_into

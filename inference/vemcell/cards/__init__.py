@@ -1,0 +1,1 @@
+"""Model cards: the JSON beside each ONNX model (classes, colours, voxel size, normalisation)."""

@@ -1,0 +1,1 @@
+"""The ``vemcell`` command line: one module per verb, each a thin layer over the library."""

@@ -1,1 +1,0 @@
-"""One module per ``vemcell`` sub-command; each is a thin wrapper over library functions."""

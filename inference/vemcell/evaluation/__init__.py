@@ -1,0 +1,1 @@
+"""Evaluation and metrics: IoU, boundary offsets and instance scores against ground truth."""

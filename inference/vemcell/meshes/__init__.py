@@ -1,0 +1,1 @@
+"""Meshes and measurements: watertight surfaces per organelle, volumes and areas, the scene file."""
