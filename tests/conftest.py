@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The real EM data: $VEMCELL_DATA, else the team's shared folder beside the checkout.
+SHARED_DATA = Path(os.environ.get("VEMCELL_DATA") or REPO.parent / "shared" / "data")
+os.environ.setdefault("VEMCELL_DATA", str(SHARED_DATA))  # the training recipes read it
 sys.path.insert(0, str(TESTS))
 
 
@@ -17,5 +20,5 @@ def shared_data(*parts: str) -> Path:
     """Path to a real dataset under ../shared/data, skipping the test when it is absent."""
     p = SHARED_DATA.joinpath(*parts)
     if not p.exists():
-        pytest.skip(f"real EM data {p} is not present (see ../shared/data/README.md)")
+        pytest.skip(f"real EM data {p} is not present (set VEMCELL_DATA; see docs)")
     return p

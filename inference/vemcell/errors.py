@@ -5,9 +5,3 @@ class VemcellError(Exception):
     """A problem with the user's input, told in one sentence; the CLI exits nonzero on it."""
 
     exit_code = 2
-
-
-class CancelledError(VemcellError):
-    """The user asked to stop; outputs are left as they were."""
-
-    exit_code = 130

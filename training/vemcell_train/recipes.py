@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import fields
@@ -38,7 +39,7 @@ WEIGHTS_LICENCE = "Weights: GPL-3.0-or-later, as vemcell."
 
 PLASTID_VOXEL_NM = 40.0
 PLASTID_NORMALISATION = {"method": "percentile", "low": 0.5, "high": 99.5}
-PLASTID_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "plant_leaf_sem"
+PLASTID_DATA = "plant_leaf_sem"  # folder name under the data root (see data_dir)
 PLASTID_LABELS = "chloroplast_instances.tif"  # instance ids; > 0 = plastid
 PLASTID_TRAIN = (0, 5)  # sections [0, 5) train
 PLASTID_HELD_OUT = (5, 7)  # sections [5, 7) validate and score
@@ -47,7 +48,7 @@ PLASTID_TEST_CROP = ((5, 7), (1200, 2224), (1600, 2624))
 
 VNC_VOXEL_NM = 9.2
 VNC_NORMALISATION = {"method": "percentile", "low": 0.5, "high": 99.5}
-VNC_DATA = PLASTID_DATA.parent / "vnc_sstem"
+VNC_DATA = "vnc_sstem"
 VNC_LABELS = "labels.tif"
 VNC_CLASSES = ("cytoplasm", "membrane", "glia-extracellular", "mitochondrion", "synapse")
 VNC_COLORS = {
@@ -237,6 +238,23 @@ def cmerolae6(
     return _train("cmerolae6", card, data, out_dir, config, train_vols, val_vols, resume, init_from)
 
 
+def dataset_dir(name: str) -> Path:
+    """The folder of a real dataset: ``$VEMCELL_DATA/<name>`` (the recipes' ``--data`` overrides).
+
+    Data never lives in the repository, and the code never guesses a path outside it.
+    """
+    root = os.environ.get("VEMCELL_DATA")
+    if not root:
+        raise VemcellError(
+            f"Where is the {name} data? Give --data DIR or set VEMCELL_DATA to the folder "
+            f"that holds {name}/."
+        )
+    folder = Path(root) / name
+    if not folder.is_dir():
+        raise VemcellError(f"{folder} is not a folder; check VEMCELL_DATA or give --data DIR.")
+    return folder
+
+
 def serial_sections(
     data_dir: Path, labels_name: str, *ranges: tuple[int, int], binary: bool = False
 ) -> list[tuple[np.ndarray, np.ndarray, tuple]]:
@@ -316,7 +334,7 @@ def vnc5(
     config: TrainConfig,
     resume: bool,
     init_from: Path | None = None,
-    data_dir: Path = VNC_DATA,
+    data_dir: Path | None = None,
     voxel_nm: float = VNC_VOXEL_NM,
     extra: list[tuple[Path, Path]] | None = None,
 ) -> dict:
@@ -325,7 +343,9 @@ def vnc5(
     ``extra`` adds (image, labels) pairs, such as the pseudo-labelled ``unlabelled_stack2``.
     """
     _xy_only("vnc5", 14, config)
-    train_s, ckpt_s = serial_sections(data_dir, VNC_LABELS, VNC_TRAIN, VNC_CHECKPOINTS)
+    train_s, ckpt_s = serial_sections(
+        data_dir or dataset_dir(VNC_DATA), VNC_LABELS, VNC_TRAIN, VNC_CHECKPOINTS
+    )
     n = len(VNC_CLASSES)
     more, note = extra_pairs(extra, VNC_NORMALISATION, voxel_nm, n)
     data = (
@@ -352,7 +372,7 @@ def plastid(
     config: TrainConfig,
     resume: bool,
     init_from: Path | None = None,
-    data_dir: Path = PLASTID_DATA,
+    data_dir: Path | None = None,
     voxel_nm: float = PLASTID_VOXEL_NM,
     extra: list[tuple[Path, Path]] | None = None,
 ) -> dict:
@@ -369,7 +389,11 @@ def plastid(
     train_vol, val_vol = (
         sections_pair(s, z, PLASTID_NORMALISATION, voxel_nm, 2, "plant_leaf_sem")
         for s, z in zip(
-            serial_sections(data_dir, PLASTID_LABELS, *ranges, binary=True), ranges, strict=True
+            serial_sections(
+                data_dir or dataset_dir(PLASTID_DATA), PLASTID_LABELS, *ranges, binary=True
+            ),
+            ranges,
+            strict=True,
         )
     )
     return _train(
@@ -385,7 +409,7 @@ def plastid(
     )
 
 
-def score_plastid(model: Path, out_dir: Path, data_dir: Path = PLASTID_DATA) -> dict:
+def score_plastid(model: Path, out_dir: Path, data_dir: Path | None = None) -> dict:
     """Score a plastid model with ``vemcell evaluate``'s code on the held-out sections 5–6.
 
     Writes the held-out sections and the test crop (:data:`PLASTID_TEST_CROP`) as TIFF pairs
@@ -401,7 +425,9 @@ def score_plastid(model: Path, out_dir: Path, data_dir: Path = PLASTID_DATA) -> 
     card = load_card(model)
     seg = Segmenter(card, threads=2)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ((image, labels, voxel),) = serial_sections(data_dir, PLASTID_LABELS, (0, 7), binary=True)
+    ((image, labels, voxel),) = serial_sections(
+        data_dir or dataset_dir(PLASTID_DATA), PLASTID_LABELS, (0, 7), binary=True
+    )
     crop_z, crop_y, crop_x = (slice(*r) for r in PLASTID_TEST_CROP)
     parts = {
         "held_out": (slice(*PLASTID_HELD_OUT), slice(None), slice(None)),
@@ -447,7 +473,7 @@ def _specks(card) -> str:
     return f"; pieces under the card's min_size_um3 ({sizes} µm³) given to their surroundings"
 
 
-def score_vnc5(model: Path, out_dir: Path, data_dir: Path = VNC_DATA) -> dict:
+def score_vnc5(model: Path, out_dir: Path, data_dir: Path | None = None) -> dict:
     """Score a VNC model with ``vemcell evaluate``'s code on sections 11–13 (never trained on).
 
     Writes them as a TIFF pair into ``out_dir``, scores with 1 direction and the default median,
@@ -459,7 +485,9 @@ def score_vnc5(model: Path, out_dir: Path, data_dir: Path = VNC_DATA) -> dict:
 
     card = load_card(model)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ((image, labels, voxel),) = serial_sections(data_dir, VNC_LABELS, VNC_HELD_OUT)
+    ((image, labels, voxel),) = serial_sections(
+        data_dir or dataset_dir(VNC_DATA), VNC_LABELS, VNC_HELD_OUT
+    )
     img, lab = out_dir / "held_out_image.tif", out_dir / "held_out_labels.tif"
     write_tiff(img, image, voxel)
     write_tiff(lab, labels, voxel)
@@ -527,10 +555,10 @@ def score_cmerolae6(
     ``validation.json`` into ``out_dir``.
     """
     from vemcell.cards.card import load_card
+    from vemcell.evaluation.crossval import write_tables
     from vemcell.evaluation.score import evaluate
     from vemcell.io.volumes import write_tiff
     from vemcell.segmentation.segment import Segmenter
-    from vemcell_train.cli.crossval import write_tables
 
     card = load_card(model)
     seg = Segmenter(card, threads=2)
@@ -626,7 +654,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("out", type=Path, help="run directory (score: the directory for the tables)")
     p.add_argument("--model", type=Path, help="score-*: the ONNX model to score")
-    p.add_argument("--data", type=Path, help="plastid/vnc5: the plant_leaf_sem or vnc_sstem folder")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="plastid/vnc5: the plant_leaf_sem or vnc_sstem folder (default: that folder under "
+        "$VEMCELL_DATA)",
+    )
     p.add_argument("--volumes", type=int, default=16, help="number of training volumes")
     p.add_argument(
         "--voxel-nm",
@@ -670,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     serial = args.recipe.removeprefix("score-") in ("plastid", "vnc5")
     cfg = TrainConfig(directions=1) if serial else TrainConfig()
-    data_dir = args.data or (VNC_DATA if "vnc5" in args.recipe else PLASTID_DATA)
+    data_dir = args.data
     types = {f.name: type(getattr(cfg, f.name)) for f in fields(cfg)}
     for item in args.set:
         key, _, value = item.partition("=")

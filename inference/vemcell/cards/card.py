@@ -80,10 +80,6 @@ class ModelCard:
     def n_classes(self) -> int:
         return len(self.classes)
 
-    def foreground_classes(self) -> list[int]:
-        """Indices of every class except background: the ones that get meshes."""
-        return [i for i in range(self.n_classes) if i != self.background_class]
-
     def to_dict(self) -> dict[str, Any]:
         """The card as JSON-ready data (what :func:`write_card` stores)."""
         d = dict(self.raw)
@@ -164,7 +160,11 @@ def parse_card(data: dict[str, Any], card_path: Path) -> ModelCard:
         color = c.get("color", [0.5, 0.5, 0.5, 1.0])
         classes.append(ClassInfo(str(c["name"]), _color(color, where)))
     inp = data.get("input", {}) or {}
-    onnx_name = data.get("onnx") or card_path.with_suffix(".onnx").name
+    onnx_name = str(data.get("onnx") or card_path.with_suffix(".onnx").name)
+    if Path(onnx_name).name != onnx_name or onnx_name in (".", ".."):
+        raise VemcellError(
+            f"{where}: 'onnx' must name a file in the card's own folder, not {onnx_name!r}."
+        )
     bg = data.get("background_class", 0)
     if bg is not None and not (0 <= int(bg) < len(classes)):
         raise VemcellError(f"{where}: background_class {bg} is not one of the classes.")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from vemcell.cells import separate as cells
-from vemcell.cli.info import add_directions_argument, add_voxel_argument
+from vemcell.cli.info import add_directions_argument, add_threads_argument, add_voxel_argument
 from vemcell.errors import VemcellError
 from vemcell.io.volumes import read_volume, write_tiff
 from vemcell.progress import Progress
@@ -77,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=cells.DEFAULT_WORK_NM,
         help="voxel size the watershed works at (0 = the volume's own)",
     )
-    p.add_argument("--threads", type=int, help="onnxruntime threads")
+    add_threads_argument(p)
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
 
 

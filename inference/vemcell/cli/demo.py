@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
+from vemcell.cli.info import add_threads_argument
 from vemcell.progress import Progress
 
 HELP = "run the whole pipeline and render on the built-in sample volume"
@@ -27,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="workbench",
         help="render engine for the picture and the video",
     )
-    p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    add_threads_argument(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,12 @@ import json
 from typing import Any
 
 from vemcell.cards.card import resolve_model
-from vemcell.cli.info import add_directions_argument, add_min_size_argument, add_tta_argument
+from vemcell.cli.info import (
+    add_directions_argument,
+    add_min_size_argument,
+    add_threads_argument,
+    add_tta_argument,
+)
 from vemcell.errors import VemcellError
 from vemcell.evaluation.score import evaluate
 from vemcell.io.volumes import atomic_path
@@ -33,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"), help="override, in nm"
     )
-    p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    add_threads_argument(p)
     p.add_argument(
         "--per-slice",
         action="store_true",

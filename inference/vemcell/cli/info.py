@@ -22,6 +22,22 @@ def add_voxel_argument(p: argparse.ArgumentParser) -> None:
     )
 
 
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number of at least 1 (threads, workers, counts)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, not {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {n}")
+    return n
+
+
+def add_threads_argument(p: Any, help: str = "onnxruntime threads (default: all cores)") -> None:
+    """The shared ``--threads N`` (N ≥ 1)."""
+    p.add_argument("--threads", type=positive_int, metavar="N", help=help)
+
+
 def _directions(value: str) -> int | str:
     return value if value == "auto" else int(value) if value in ("1", "3") else value
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vemcell.cards.card import resolve_model
-from vemcell.cli.info import add_directions_argument, add_tta_argument
+from vemcell.cli.info import add_directions_argument, add_threads_argument, add_tta_argument
 from vemcell.errors import VemcellError
 from vemcell.evaluation.min_size import default_sizes, tune_min_size
 from vemcell.evaluation.score import read_pair
@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--median", type=int, default=3, help="3D median filter size (0: none)")
     add_tta_argument(p)
     p.add_argument("--label-map", help="map label values to classes, e.g. '0=0,*=3'")
-    p.add_argument("--threads", type=int, help="onnxruntime threads (default: all cores)")
+    add_threads_argument(p)
     p.add_argument("--json", help="write every measured IoU and the choice to this file")
 
 

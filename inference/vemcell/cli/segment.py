@@ -9,6 +9,7 @@ from typing import Any
 from vemcell.cli.info import (
     add_directions_argument,
     add_min_size_argument,
+    add_threads_argument,
     add_tta_argument,
     add_voxel_argument,
 )
@@ -48,10 +49,8 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
         default="none",
         help="denoise before segmenting (bilateral per slice, as in the paper, or 3D median)",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="onnxruntime threads, and meshing processes in run (default: all cores)",
+    add_threads_argument(
+        p, help="onnxruntime threads, and meshing processes in run (default: all cores)"
     )
 
 

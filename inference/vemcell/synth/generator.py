@@ -233,10 +233,6 @@ def _fine_noise(
 # cell layout
 
 
-def _random_frame(rng: np.random.Generator) -> np.ndarray:
-    return Rotation.random(random_state=rng).as_matrix()
-
-
 def _unit_ellipsoids(
     stage: int, scale: float, frames: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
