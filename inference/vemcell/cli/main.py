@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "min-size": "min_size",
     "render": "render",
+    "reconstruct": "reconstruct",
 }
 
 
