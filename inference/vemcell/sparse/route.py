@@ -1,0 +1,88 @@
+"""Segmenting a sparse stack at full resolution, by either route.
+
+``image``: restore the missing sections (:func:`vemcell.sparse.reconstruct`) and segment the
+full stack as usual. ``shape``: segment only the kept sections (XY, one direction: there is
+nothing to reslice) and interpolate the organelle shapes between them
+(:func:`vemcell.sparse.shape_interpolate`). Both return labels on the restored grid,
+``(n - 1)·K + 1`` sections with the Z step divided by K.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vemcell.cards.card import ModelCard
+from vemcell.io.volumes import Volume
+from vemcell.sparse.core import check_factor, sparse_voxel_size
+from vemcell.sparse.image import reconstruct
+from vemcell.sparse.shape import shape_interpolate
+
+ROUTES = ("image", "shape")
+
+
+def _sub(progress: Any, lo: float, hi: float) -> Any:
+    """Map a sub-step's 0..1 onto ``lo..hi`` of the caller's progress."""
+    if progress is None:
+        return None
+
+    def report(fraction: float, message: str) -> None:
+        from vemcell.progress import advance
+
+        advance(progress, lo + (hi - lo) * fraction, message)
+
+    return report
+
+
+class _Relay:
+    """A Progress-like object (``update``) forwarding to a plain callable."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def update(self, fraction: float, message: str = "", force: bool = False) -> None:
+        if self.fn is not None:
+            self.fn(fraction, message)
+
+
+def image_route(
+    volume: Volume,
+    card: ModelCard,
+    factor: int,
+    method: str = "flow",
+    progress: Any = None,
+    **segment_options: Any,
+) -> tuple[np.ndarray, Any]:
+    """Restore the missing sections, then segment; returns (restored image, SegmentResult)."""
+    from vemcell.segmentation.segment import segment
+
+    k = check_factor(factor)
+    full = reconstruct(volume.array(), k, method, progress=_sub(progress, 0.0, 0.2))
+    restored = Volume(
+        data=full,
+        voxel_size_nm=sparse_voxel_size(volume.voxel_size_nm, k),
+        voxel_size_source=volume.voxel_size_source,
+        path=volume.path,
+        format=volume.format,
+    )
+    result = segment(restored, card, progress=_Relay(_sub(progress, 0.2, 1.0)), **segment_options)
+    return full, result
+
+
+def shape_route(
+    volume: Volume,
+    card: ModelCard,
+    factor: int,
+    progress: Any = None,
+    **segment_options: Any,
+) -> tuple[np.ndarray, Any]:
+    """Segment the kept sections (XY only), then interpolate the shapes between them;
+    returns (full-resolution labels, SegmentResult of the kept sections)."""
+    from vemcell.segmentation.segment import segment
+
+    k = check_factor(factor)
+    segment_options = {**segment_options, "directions": 1}
+    result = segment(volume, card, progress=_Relay(_sub(progress, 0.0, 0.9)), **segment_options)
+    labels = shape_interpolate(result.labels, k, card.n_classes, progress=_sub(progress, 0.9, 1.0))
+    return labels, result
