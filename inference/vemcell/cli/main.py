@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "min-size": "min_size",
     "render": "render",
     "reconstruct": "reconstruct",
+    "sparse-eval": "sparse_eval",
 }
 
 
