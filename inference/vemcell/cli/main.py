@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "render": "render",
     "reconstruct": "reconstruct",
     "sparse-eval": "sparse_eval",
+    "video": "video",
 }
 
 
