@@ -53,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
     prog = Progress(args.progress, [("read", 5), ("reconstruct", 85), ("write", 10)])
     with prog.stage("read", "reading the sparse stack"):
         vol = read_volume(args.volume, voxel_size_nm=args.voxel_size)
-    for note in vol.notes:
-        print(f"note: {note}", file=sys.stderr)
     sparse.check_sections(vol.shape[0])
     sparse.check_sparse_spacing(vol.voxel_size_nm)
     sparse.check_memory(vol.shape, k, vol.dtype.itemsize)
+    for note in vol.notes:
+        print(f"note: {note}", file=sys.stderr)
     voxel = sparse.sparse_voxel_size(vol.voxel_size_nm, k)
     if voxel[0] < min(voxel[1:]) * 0.999:
         print(
