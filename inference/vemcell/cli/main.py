@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "min-size": "min_size",
     "render": "render",
+    "view": "view",
     "reconstruct": "reconstruct",
     "sparse-eval": "sparse_eval",
     "video": "video",
