@@ -133,6 +133,21 @@ def test_shape_route_moves_a_disc_and_lets_a_lone_one_vanish():
     assert areas[0] > areas[1] > areas[2] >= areas[3] == 0 == areas[4]
 
 
+def test_shape_route_along_the_flow_follows_moving_shapes():
+    full = _blobs(9, 64, shift=3.0)  # blobs drift 12 pixels between kept sections
+    truth = (full > 130).astype(np.uint8)
+    dropped = np.arange(9) % 4 != 0
+
+    def iou(pred):
+        p, t = pred[dropped] == 1, truth[dropped] == 1
+        return (p & t).sum() / (p | t).sum()
+
+    plain = sparse.shape_interpolate(truth[::4], 4, 2)
+    moved = sparse.shape_interpolate(truth[::4], 4, 2, images=full[::4])
+    assert np.array_equal(moved[::4], truth[::4])
+    assert iou(moved) > 0.85 and iou(moved) > iou(plain) + 0.15
+
+
 def test_shape_route_keeps_several_classes_apart():
     kept = np.zeros((2, 64, 64), np.uint8)
     kept[:, 10:30, 10:30] = 1
@@ -192,6 +207,7 @@ def test_sparse_eval_writes_its_json_and_chart(tmp_path, capsys):
         ("image", "linear"),
         ("image", "flow"),
         ("shape", "signed-distance"),
+        ("shape", "signed-distance+flow"),
     }
     assert set(rows["image", "flow"]["by_distance"]) == {"1", "2"}
     for r in rows.values():

@@ -238,14 +238,17 @@ def sparse_eval(
             vol_kept = Volume(data=kept, voxel_size_nm=sparse_voxel)
             kept_seg = segment(vol_kept, card, directions=1, **opts).labels
             t_seg = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            pred = shape_interpolate(kept_seg, k, card.n_classes)
-            t_restore = time.perf_counter() - t0
-            row = {"route": "shape", "method": "signed-distance"}
-            row.update(_seg_scores(pred, dropped, ref, truth, card, scored, counted, ref_counts))
-            row["seconds_restore"] = round(t_restore, 3)
-            row["seconds_segment"] = round(t_seg, 2)
-            rows.append(row)
+            for shape_method, images in (("signed-distance", None), ("signed-distance+flow", kept)):
+                t0 = time.perf_counter()
+                pred = shape_interpolate(kept_seg, k, card.n_classes, images=images)
+                t_restore = time.perf_counter() - t0
+                row = {"route": "shape", "method": shape_method}
+                row.update(
+                    _seg_scores(pred, dropped, ref, truth, card, scored, counted, ref_counts)
+                )
+                row["seconds_restore"] = round(t_restore, 3)
+                row["seconds_segment"] = round(t_seg, 2)
+                rows.append(row)
             tick(f"factor {k}: shape route")
         entry["rows"] = rows
         report["factors"][str(k)] = entry
@@ -310,7 +313,7 @@ def chart(
             groups.append(f"{name}\nK={k}")
             real = entry.get("real_sections", {}).get("iou_vs_labels")
             for row in entry["rows"]:
-                label = row["method"] if row["route"] == "image" else "shape route"
+                label = row["method"] if row["route"] == "image" else f"shape: {row['method']}"
                 vals = [row[key][c] for c in pick if row[key].get(c) is not None]
                 if real:
                     vals = [

@@ -78,6 +78,41 @@ def _visibility(cv2: Any, f_ab: np.ndarray, f_ba: np.ndarray, grid: np.ndarray) 
     return np.exp(-err / (2.0 * tol)).astype(np.float32)
 
 
+class PairFlow:
+    """The two-way optical flow between two sections, and how to carry any per-pixel map of
+    either section (the grey levels, or a class's signed distance) to a depth in between."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray, flow_maker: _FlowMaker | None = None) -> None:
+        fm = flow_maker or _FlowMaker(*_range(np.stack([a, b])))
+        self.cv2 = fm.cv2
+        a8, b8 = fm.to_u8(a), fm.to_u8(b)
+        self.f_ab, self.f_ba = fm(a8, b8), fm(b8, a8)
+        self.grid = _grid(*a.shape)
+        self.vis_a = _visibility(self.cv2, self.f_ab, self.f_ba, self.grid)
+        self.vis_b = _visibility(self.cv2, self.f_ba, self.f_ab, self.grid)
+        self._weights: dict[float, tuple] = {}
+
+    def _at(self, t: float) -> tuple:
+        if t not in self._weights:
+            # flows from the missing section at depth t back to a and to b (Jiang et al. 2018,
+            # Super SloMo: the two-way flows combined under locally constant motion)
+            f_ab, f_ba = self.f_ab, self.f_ba
+            f_ta = -(1.0 - t) * t * f_ab + t * t * f_ba
+            f_tb = (1.0 - t) ** 2 * f_ab - t * (1.0 - t) * f_ba
+            # distance weights, lowered where a side does not see the pixel (flows disagree)
+            w_a = (1.0 - t) * (_warp(self.cv2, self.vis_a, self.grid, f_ta) + 1e-3)
+            w_b = t * (_warp(self.cv2, self.vis_b, self.grid, f_tb) + 1e-3)
+            self._weights[t] = (f_ta, f_tb, w_a, w_b)
+        return self._weights[t]
+
+    def blend(self, map_a: np.ndarray, map_b: np.ndarray, t: float) -> np.ndarray:
+        """``map_a`` and ``map_b`` (float32, one per section) warped to depth ``t`` and blended."""
+        f_ta, f_tb, w_a, w_b = self._at(t)
+        wa = _warp(self.cv2, map_a, self.grid, f_ta)
+        wb = _warp(self.cv2, map_b, self.grid, f_tb)
+        return (w_a * wa + w_b * wb) / (w_a + w_b)
+
+
 def interpolate_pair(
     a: np.ndarray,
     b: np.ndarray,
@@ -93,25 +128,8 @@ def interpolate_pair(
         return [af.copy() if t <= 0.5 else bf.copy() for t in ts]
     if method == "linear":
         return [(1.0 - t) * af + t * bf for t in ts]
-    fm = flow_maker or _FlowMaker(*_range(np.stack([af, bf])))
-    cv2 = fm.cv2
-    a8, b8 = fm.to_u8(af), fm.to_u8(bf)
-    f_ab, f_ba = fm(a8, b8), fm(b8, a8)
-    grid = _grid(*af.shape)
-    vis_a = _visibility(cv2, f_ab, f_ba, grid)
-    vis_b = _visibility(cv2, f_ba, f_ab, grid)
-    out = []
-    for t in ts:
-        # flows from the missing section at depth t back to a and to b (Jiang et al. 2018,
-        # Super SloMo: the two-way flows combined under locally constant motion)
-        f_ta = -(1.0 - t) * t * f_ab + t * t * f_ba
-        f_tb = (1.0 - t) ** 2 * f_ab - t * (1.0 - t) * f_ba
-        wa = _warp(cv2, af, grid, f_ta)
-        wb = _warp(cv2, bf, grid, f_tb)
-        va = (1.0 - t) * (_warp(cv2, vis_a, grid, f_ta) + 1e-3)
-        vb = t * (_warp(cv2, vis_b, grid, f_tb) + 1e-3)
-        out.append((va * wa + vb * wb) / (va + vb))
-    return out
+    pair = PairFlow(af, bf, flow_maker)
+    return [pair.blend(af, bf, t) for t in ts]
 
 
 def _range(arr: np.ndarray) -> tuple[float, float]:

@@ -75,14 +75,22 @@ def shape_route(
     card: ModelCard,
     factor: int,
     progress: Any = None,
+    flow: bool = True,
     **segment_options: Any,
 ) -> tuple[np.ndarray, Any]:
-    """Segment the kept sections (XY only), then interpolate the shapes between them;
-    returns (full-resolution labels, SegmentResult of the kept sections)."""
+    """Segment the kept sections (XY only), then interpolate the shapes between them (carried
+    along the images' optical flow with ``flow``); returns (full-resolution labels,
+    SegmentResult of the kept sections)."""
     from vemcell.segmentation.segment import segment
 
     k = check_factor(factor)
     segment_options = {**segment_options, "directions": 1}
     result = segment(volume, card, progress=_Relay(_sub(progress, 0.0, 0.9)), **segment_options)
-    labels = shape_interpolate(result.labels, k, card.n_classes, progress=_sub(progress, 0.9, 1.0))
+    labels = shape_interpolate(
+        result.labels,
+        k,
+        card.n_classes,
+        progress=_sub(progress, 0.9, 1.0),
+        images=volume.array() if flow else None,
+    )
     return labels, result

@@ -37,12 +37,18 @@ def shape_interpolate(
     factor: int,
     n_classes: int | None = None,
     progress: Any = None,
+    images: np.ndarray | None = None,
 ) -> np.ndarray:
     """Full-resolution labels ``((n - 1)·K + 1, Y, X)`` from labels of ``n`` kept sections.
 
     ``n_classes`` defaults to the largest label + 1. Each missing voxel takes the class whose
     distance-blended signed distance is lowest; a class absent from one of the two sections is
     given, there, a distance equal to its deepest point in the other, so it shrinks away.
+
+    With ``images`` (the kept sections' EM, same shape as the labels) the signed distances are
+    first carried along the optical flow between the two sections (as the ``flow`` image method
+    carries grey levels), so a shape that moves sideways between kept sections follows the
+    motion instead of fading out in one place and in at the other.
     """
     k = check_factor(factor)
     lab = np.asarray(labels_kept)
@@ -60,12 +66,26 @@ def shape_interpolate(
             f"The labels hold values up to {int(present.max())}, outside 0..{n_classes - 1}."
         )
     classes = [int(c) for c in present]
+    if images is not None:
+        images = np.asarray(images)
+        if images.shape != lab.shape:
+            raise VemcellError(
+                f"The images {images.shape} and the labels {lab.shape} must have the same shape."
+            )
+        from vemcell.sparse.image import PairFlow, _FlowMaker, _range
+
+        flow_maker = _FlowMaker(*_range(images))
     out = np.empty((output_sections(n, k), *lab.shape[1:]), lab.dtype)
     ts = [j / k for j in range(1, k)]
     prev = _class_distances(lab[0], classes)
     for i in range(n - 1):
         nxt = _class_distances(lab[i + 1], classes)
         out[i * k] = lab[i]
+        pair = (
+            PairFlow(images[i].astype(np.float32), images[i + 1].astype(np.float32), flow_maker)
+            if images is not None
+            else None
+        )
         best = [np.full(lab.shape[1:], np.inf, np.float32) for _ in ts]
         arg = [np.zeros(lab.shape[1:], lab.dtype) for _ in ts]
         for c in classes:
@@ -77,7 +97,7 @@ def shape_interpolate(
             if db is None:
                 db = np.full_like(da, max(0.5, -float(da.min())))
             for j, t in enumerate(ts):
-                d = (1.0 - t) * da + t * db
+                d = pair.blend(da, db, t) if pair is not None else (1.0 - t) * da + t * db
                 better = d < best[j]
                 best[j][better] = d[better]
                 arg[j][better] = c
