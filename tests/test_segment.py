@@ -44,7 +44,7 @@ def test_tiled_prediction_matches_untiled(tmp_path):
     small = load_card(make_band_model(tmp_path / "a", tile=32))
     big = load_card(make_band_model(tmp_path / "b", tile=256))
     x = np.random.default_rng(1).random((2, 150, 205), dtype=np.float32)
-    tiled = segment.Segmenter(small, threads=1, batch_size=5).predict_slices(x)
+    tiled = segment.Segmenter(small, threads=1, batch_size=5, tile=32).predict_slices(x)
     whole = segment.Segmenter(big, threads=1).predict_slices(x)
     assert tiled.shape == whole.shape == (2, 3, 150, 205)
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
@@ -456,3 +456,29 @@ def test_min_size_options_and_card_field_are_checked(tmp_path):
         card_path.write_text(json.dumps(raw))
         with pytest.raises(VemcellError, match=msg):
             load_card(card_path)
+
+
+def test_providers_follow_the_environment(monkeypatch):
+    both = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.delenv("VEMCELL_PROVIDERS", raising=False)
+    assert segment.choose_providers(both) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert segment.choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    monkeypatch.setenv("VEMCELL_PROVIDERS", "cpu")
+    assert segment.choose_providers(both) == ["CPUExecutionProvider"]
+    monkeypatch.setenv("VEMCELL_PROVIDERS", "tensorrt,cuda")
+    assert segment.choose_providers(both) == both
+    assert segment.choose_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    monkeypatch.setenv("VEMCELL_PROVIDERS", "cuda,tpu")
+    with pytest.raises(VemcellError, match="tpu"):
+        segment.choose_providers(both)
+
+
+def test_whole_slices_are_predicted_in_one_piece(band_card):
+    """One slice per call and no overlapping tiles up to WHOLE_SLICE pixels (the fast way)."""
+    seg = segment.Segmenter(band_card, threads=1)
+    assert seg.batch_size == 1 and seg.tile == segment.WHOLE_SLICE
+    calls = []
+    run = seg._run
+    seg._run = lambda x: calls.append(x.shape) or run(x)
+    seg.predict_slices(np.random.default_rng(3).random((2, 300, 200), dtype=np.float32))
+    assert calls == [(1, 1, 304, 208)] * 2

@@ -28,12 +28,32 @@ from vemcell.segmentation import preprocess
 _QUANT = 85
 
 
+#: Slices up to this many pixels a side are predicted whole (see :class:`Segmenter`).
+WHOLE_SLICE = 1024
+
+
 def choose_providers(available: Sequence[str]) -> list[str]:
-    """CUDA first when onnxruntime-gpu sees a GPU, always CPU as the fallback."""
-    providers = []
-    if "CUDAExecutionProvider" in available:
-        providers.append("CUDAExecutionProvider")
-    providers.append("CPUExecutionProvider")
+    """CUDA first when onnxruntime-gpu sees a GPU, always CPU as the fallback.
+
+    ``$VEMCELL_PROVIDERS`` (``tensorrt,cuda,cpu`` or any of them, in order of preference)
+    chooses instead: TensorRT is opt-in (it compiles engines for minutes on first use), and
+    ``cpu`` alone keeps a GPU machine on its CPUs for a comparison.
+    """
+    names = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider"}
+    names["cpu"] = "CPUExecutionProvider"
+    wanted = os.environ.get("VEMCELL_PROVIDERS")
+    if wanted:
+        unknown = [w for w in wanted.split(",") if w.strip().lower() not in names]
+        if unknown:
+            raise VemcellError(
+                f"VEMCELL_PROVIDERS names {', '.join(unknown)}; use tensorrt, cuda and/or cpu."
+            )
+        chosen = [names[w.strip().lower()] for w in wanted.split(",")]
+        providers = [p for p in chosen if p in available]
+    else:
+        providers = [p for p in ("CUDAExecutionProvider",) if p in available]
+    if "CPUExecutionProvider" not in providers:
+        providers.append("CPUExecutionProvider")
     return providers
 
 
@@ -79,14 +99,28 @@ class Segmenter:
     threads : int, optional
         onnxruntime intra-op threads (default: all cores).
     batch_size : int
-        Tiles per inference call.
+        Tiles per inference call. One at a time is fastest on CPUs: a 256² slice's activations
+        stay in cache (batches of 8 measured 1.4-1.9× slower per slice; docs/benchmarks.md).
+    tile : int, optional
+        Largest square predicted in one piece. The network is fully convolutional, so whole
+        slices up to :data:`WHOLE_SLICE` pixels are predicted at once (no overlapping tiles to
+        pay for twice); larger slices are cut into tiles of this size with a quarter overlap.
+        Default: the larger of the card's tile and :data:`WHOLE_SLICE`.
     """
 
-    def __init__(self, card: ModelCard, threads: int | None = None, batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        card: ModelCard,
+        threads: int | None = None,
+        batch_size: int = 1,
+        tile: int | None = None,
+    ) -> None:
         import onnxruntime as ort
 
         self.card = card
         self.batch_size = max(1, int(batch_size))
+        d = card.divisor
+        self.tile = max(d, d * (int(tile or max(card.tile, WHOLE_SLICE)) // d))
         self.providers = choose_providers(ort.get_available_providers())
         try:
             self.session = ort.InferenceSession(
@@ -154,7 +188,7 @@ class Segmenter:
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
         n, _, h, w = x.shape
-        d, tile = self.card.divisor, self.card.tile
+        d, tile = self.card.divisor, self.tile
         ph = max(d * -(-h // d), 0)
         pw = max(d * -(-w // d), 0)
         if h > tile:
