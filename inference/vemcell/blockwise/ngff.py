@@ -105,7 +105,7 @@ def write_metadata(
                     "colors": [
                         {
                             "label-value": c["value"],
-                            "rgba": [int(round(255 * x)) for x in c["color"]],
+                            "rgba": [round(255 * float(x)) for x in c["color"]],
                         }
                         for c in classes
                     ],

@@ -18,17 +18,17 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vemcell.blockwise import cells as bcells
-from vemcell.blockwise import labels as blabels
-from vemcell.blockwise import meshes as bmeshes
-from vemcell.blockwise import ngff
-from vemcell.blockwise import segment as bseg
+import vemcell.blockwise.cells as bcells
+import vemcell.blockwise.labels as blabels
+import vemcell.blockwise.meshes as bmeshes
+import vemcell.blockwise.ngff as ngff
+import vemcell.blockwise.segment as bseg
 from vemcell.blockwise.engine import Runner, connect
 from vemcell.blockwise.plan import Block, Plan, Work, halo_for, open_or_start
 from vemcell.errors import VemcellError
@@ -396,8 +396,9 @@ def _check_supported(vol: Any, card: Any, opt: RunOptions, directions: int) -> N
     target = (max(t, float(vol.voxel_size_nm[0])) if directions == 1 else t, t, t)
     if any(abs(float(v) - w) > 1e-6 * w for v, w in zip(vol.voxel_size_nm, target, strict=True)):
         raise VemcellError(
-            f"Blockwise runs need the volume on the model's grid ({'×'.join(f'{w:g}' for w in target)}"
-            f" nm voxels, this one has {'×'.join(f'{v:g}' for v in vol.voxel_size_nm)} nm); "
+            "Blockwise runs need the volume on the model's grid "
+            f"({'×'.join(f'{w:g}' for w in target)} nm voxels, this one has "
+            f"{'×'.join(f'{v:g}' for v in vol.voxel_size_nm)} nm); "
             "resample it first or run it in memory."
         )
     if opt.denoise not in ("none", "median"):
@@ -463,7 +464,7 @@ def _remove_specks(
         return raw, {}
     hist = np.zeros((lab.n + 1, card.n_classes), np.int64)
     for part in runner.map(
-        "specks-faces", bseg.face_histograms, plan.blocks, lab, plan, raw, small, card.n_classes
+        "specks-around", bseg.face_histograms, plan.blocks, lab, plan, raw, small, card.n_classes
     ):
         for gid, h in part.items():
             hist[gid] += h
@@ -657,6 +658,3 @@ def _workers_peak(client: Any) -> dict[str, float]:
         return {k: round(v, 1) for k, v in client.run(peak).items()}
     except Exception:
         return {}
-
-
-_ = replace  # dataclasses.replace kept for option overrides by callers

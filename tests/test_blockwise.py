@@ -1,0 +1,342 @@
+"""Blockwise runs on dask.distributed equal the in-memory pipeline; killed workers and reruns.
+
+Every test shares one LocalCluster of 2 single-threaded worker processes and uses small blocks,
+so objects span several blocks: touching cells joined by a neck, a U-shaped and a spiral
+organelle, specks on block faces. The band model is pointwise, so the segmentation itself is
+exact and any difference would come from the blockwise steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from tiny_models import make_band_model
+from vemcell.errors import VemcellError
+from vemcell.io.volumes import write_tiff
+from vemcell.options import RunOptions
+
+pytest.importorskip("distributed")
+zarr = pytest.importorskip("zarr")
+cc3d = pytest.importorskip("cc3d")
+
+pytestmark = pytest.mark.slow
+
+SHAPE = (64, 96, 128)
+
+
+def cells_volume(path: Path, shape=SHAPE, seed: int = 0) -> Path:
+    """Two touching cells joined by a neck and a small third one, 20 nm voxels: a nucleus, a
+    U-shaped and a spiral organelle, noise, and 3-4 voxel specks (some on block faces)."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.indices(shape)
+    img = np.full(shape, 0.1, np.float32)
+    for cz, cy, cx, r in ((32, 40, 34, 22), (32, 40, 74, 20), (34, 78, 104, 16)):
+        img[((z - cz) ** 2 + (y - cy) ** 2 + (x - cx) ** 2) < r * r] = 0.5
+    img[((z - 32) ** 2 + (y - 40) ** 2 + (x - 34) ** 2) < 64] = 0.9
+    arms = (abs(x - 66) < 3) | (abs(x - 82) < 3)
+    u = (abs(z - 32) < 3) & (
+        (arms & (abs(y - 44) < 10)) | ((abs(y - 53) < 3) & (x > 63) & (x < 85))
+    )
+    img[u] = 0.65
+    for t in np.linspace(0, 4 * np.pi, 400):
+        pz, py, px = int(22 + t * 1.5), int(40 + 12 * np.sin(t)), int(34 + 12 * np.cos(t))
+        img[pz - 1 : pz + 2, py - 1 : py + 2, px - 1 : px + 2] = 0.65
+    for _ in range(40):
+        pz, py, px = (int(rng.integers(5, n - 5)) for n in shape)
+        k = int(rng.integers(3, 5))
+        img[pz : pz + k, py : py + k, px : px + k] = 0.65
+    img += rng.normal(0, 0.02, shape).astype(np.float32)
+    write_tiff(path, (np.clip(img, 0, 1) * 255).astype(np.uint8), (20.0, 20.0, 20.0))
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("blockwise")
+    card = make_band_model(
+        d / "models",
+        name="band4",
+        centres=(0.1, 0.5, 0.65, 0.9),
+        class_names=("background", "cytoplasm", "mitochondrion", "nucleus"),
+        tile=64,
+        voxel_size_nm=20.0,
+        normalisation={"method": "scale"},
+    )
+    c = json.loads(card.read_text())
+    c["min_size_um3"] = {"mitochondrion": 100 * 8000 / 1e9}  # 100 voxels
+    card.write_text(json.dumps(c))
+    vol = cells_volume(d / "cells.tif")
+    from vemcell import pipeline
+
+    opt = RunOptions(model=str(card), threads=1)
+    report = pipeline.run(vol, d / "memory", opt)
+    return {"dir": d, "card": card, "volume": vol, "options": opt, "memory": report}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit="2GB",
+            dashboard_address="127.0.0.1:0",
+        ) as lc,
+        Client(lc) as client,
+    ):
+        yield lc, client
+
+
+def read_zarr(path: Path) -> np.ndarray:
+    return np.asarray(zarr.open_array(str(path), mode="r")[...])
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def assert_equal_to_memory(setup, out: Path) -> None:
+    mem = setup["dir"] / "memory"
+    la, lb = tifffile.imread(mem / "labels.tif"), read_zarr(out / "labels.ome.zarr" / "0")
+    assert (la == lb).mean() >= 0.999
+    ca, cb = tifffile.imread(mem / "cells.tif"), read_zarr(out / "cells.ome.zarr" / "0")
+    assert ca.max() == cb.max() >= 2
+    for i in range(1, int(ca.max()) + 1):  # one to one at IoU ≥ 0.99
+        a = ca == i
+        j = np.bincount(cb[a]).argmax()
+        b = cb == j
+        assert (a & b).sum() / (a | b).sum() >= 0.99
+    ra, rb = rows(mem / "measurements.csv"), rows(out / "measurements.csv")
+    assert len(ra) == len(rb) >= 4
+    for a, b in zip(ra, rb, strict=True):
+        assert (a["cell"], a["class_name"], a["components"]) == (
+            b["cell"],
+            b["class_name"],
+            b["components"],
+        )
+        for k in ("voxels", "volume_um3", "surface_area_um2"):
+            assert float(b[k]) == pytest.approx(float(a[k]), rel=0.005), (a, b, k)
+    report = json.loads((out / "report.json").read_text())
+    assert report["watertight"] == report["meshes"] == len(rb)
+    assert (
+        report["segmentation"]["specks_removed"]
+        == setup["memory"]["segmentation"]["specks_removed"]
+    )
+    assert report["segmentation"]["specks_removed"]["mitochondrion"] > 10
+
+
+@pytest.mark.parametrize("block", [(24, 32, 40), (16, 48, 24), (64, 96, 128)])
+def test_blockwise_equals_in_memory(setup, cluster, tmp_path, block):
+    from vemcell.blockwise import run_blockwise
+
+    out = tmp_path / "run"
+    report = run_blockwise(
+        setup["volume"],
+        out,
+        setup["options"],
+        scheduler=cluster[0].scheduler_address,
+        block=block,
+    )
+    assert report["mode"] == "blockwise"
+    assert report["blockwise"]["blocks"] == int(
+        np.prod([-(-n // b) for n, b in zip(SHAPE, block, strict=True)])
+    )
+    assert_equal_to_memory(setup, out)
+    assert not (out / ".work").exists()
+    # every cell has its own glb, the scene shows the largest, neuroglancer meshes and names
+    scene = json.loads((out / "scene.json").read_text())
+    assert len(scene["cell_glbs"]) == 2
+    for rel in scene["cell_glbs"].values():
+        assert (out / rel).is_file()
+    info = json.loads((out / "neuroglancer/mesh/segment_properties/info").read_text())
+    assert len(info["inline"]["ids"]) == len(scene["objects"])
+    for sid in info["inline"]["ids"]:
+        manifest = json.loads((out / f"neuroglancer/mesh/{sid}:0").read_text())
+        assert (out / "neuroglancer/mesh" / manifest["fragments"][0]).is_file()
+
+
+def test_ome_zarr_metadata_and_levels(setup, cluster, tmp_path):
+    from vemcell.blockwise import run_blockwise
+    from vemcell.blockwise.ngff import read_level
+    from vemcell.blockwise.run import cells_by_size
+
+    out = tmp_path / "run"
+    run_blockwise(
+        setup["volume"],
+        out,
+        setup["options"],
+        scheduler=cluster[0].scheduler_address,
+        block=(32, 48, 64),
+    )
+    attrs = dict(zarr.open_group(str(out / "labels.ome.zarr"), mode="r").attrs)["ome"]
+    ms = attrs["multiscales"][0]
+    assert [a["unit"] for a in ms["axes"]] == ["nanometer"] * 3
+    assert ms["datasets"][0]["coordinateTransformations"][0]["scale"] == [20.0, 20.0, 20.0]
+    assert [p["class"] for p in attrs["image-label"]["properties"]] == [
+        "background",
+        "cytoplasm",
+        "mitochondrion",
+        "nucleus",
+    ]
+    full, voxel = read_level(out / "labels.ome.zarr", max_voxels=10**9)
+    assert full.shape == SHAPE and voxel == (20.0, 20.0, 20.0)
+    small, voxel = read_level(out / "labels.ome.zarr", max_voxels=200_000)
+    assert small.shape == (32, 48, 64) and voxel == (40.0, 40.0, 40.0)
+    assert np.array_equal(small, full[::2, ::2, ::2])
+    listed = cells_by_size(out)
+    assert [c["cell"] for c in listed] == [1, 2]  # cell 1 is the larger
+    assert listed[0]["volume_um3"] > listed[1]["volume_um3"] > 0
+    assert all((out / c["glb"]).is_file() for c in listed)
+
+
+def test_connected_components_match_cc3d_over_block_shapes(cluster, tmp_path):
+    from scipy import ndimage as ndi
+
+    from vemcell.blockwise import labels
+    from vemcell.blockwise.engine import Runner
+    from vemcell.blockwise.plan import Plan, Work
+
+    rng = np.random.default_rng(1)
+    vol = ndi.gaussian_filter(rng.random((30, 34, 38)), 1.5)
+    cls = np.digitize(vol, [0.48, 0.52]).astype(np.uint8)
+    for k, block in enumerate([(8, 8, 8), (9, 17, 11), (30, 10, 38)]):
+        plan = Plan.make(cls.shape, block)
+        work = Work(tmp_path / str(k), plan)
+        src = work.create("cls", np.uint8)
+        zarr.open_array(src, mode="r+")[...] = cls
+        runner = Runner(cluster[1], work)
+        for conn in (26, 6):
+            lab = labels.label(runner, f"c{conn}", src, connectivity=conn)
+            got = labels.read_components(lab, plan, tuple(slice(0, n) for n in cls.shape))
+            ref = cc3d.connected_components(cls, connectivity=conn)
+            pairs = np.unique(np.stack([got.ravel(), ref.ravel()]), axis=1)
+            assert lab.n == ref.max() == pairs.shape[1] - 1  # the same partition
+            assert np.array_equal(np.bincount(got.ravel(), minlength=lab.n + 1), lab.sizes) or (
+                np.array_equal(np.bincount(got.ravel(), minlength=lab.n + 1)[1:], lab.sizes[1:])
+            )
+
+
+def test_zoom_by_blocks_equals_scipy_zoom():
+    from scipy import ndimage as ndi
+
+    from vemcell.blockwise.cells import zoom_coordinates
+
+    a = (np.random.default_rng(2).random((17, 13, 11)) > 0.5).astype(np.uint8) * 254
+    shape = (9, 7, 6)
+    ref = ndi.zoom(a, np.asarray(shape) / np.asarray(a.shape), order=1)
+    coords = [zoom_coordinates(n, s, 0, s) for n, s in zip(a.shape, shape, strict=True)]
+    got = ndi.map_coordinates(a, np.meshgrid(*coords, indexing="ij"), order=1)
+    assert np.array_equal(ref, got)
+
+
+class _Stop(Exception):
+    pass
+
+
+class _StopAfter:
+    """A progress that stops the run after ``n`` block updates of the segmentation."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def stage(self, name, message=""):
+        import contextlib
+
+        self.name = name
+        return contextlib.nullcontext(self)
+
+    def update(self, fraction, message="", force=False):
+        if self.name == "segment" and message.startswith("segment:"):
+            self.n -= 1
+            if self.n <= 0:
+                raise _Stop
+
+    def done(self, message=""):
+        pass
+
+
+def test_a_rerun_resumes_from_the_blocks_already_done(setup, cluster, tmp_path):
+    from vemcell.blockwise import run_blockwise
+
+    out = tmp_path / "run"
+    kw = {"scheduler": cluster[0].scheduler_address, "block": (32, 48, 64)}
+    with pytest.raises(_Stop):
+        run_blockwise(setup["volume"], out, setup["options"], progress=_StopAfter(3), **kw)
+    done = list((out / ".work" / "done" / "segment").glob("*.pkl"))
+    assert len(done) >= 3 and not (out / "report.json").exists()
+    report = run_blockwise(setup["volume"], out, setup["options"], **kw)
+    assert report["blockwise"]["resumed"] is True
+    assert_equal_to_memory(setup, out)
+
+
+def test_a_killed_worker_loses_nothing(setup, tmp_path):
+    from distributed import Client, LocalCluster
+
+    from vemcell.blockwise import run_blockwise
+
+    out = tmp_path / "run"
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit="2GB",
+            dashboard_address="127.0.0.1:0",
+        ) as lc,
+        Client(lc) as client,
+    ):
+        pids = list(client.run(os.getpid).values())
+        killed: list[int] = []
+
+        def kill_when_started() -> None:
+            ledger = out / ".work" / "done" / "segment"
+            for _ in range(600):
+                if ledger.exists() and len(list(ledger.glob("*.pkl"))) >= 2:
+                    os.kill(pids[0], signal.SIGKILL)
+                    killed.append(pids[0])
+                    return
+                time.sleep(0.05)
+
+        t = threading.Thread(target=kill_when_started)
+        t.start()
+        report = run_blockwise(
+            setup["volume"],
+            out,
+            setup["options"],
+            scheduler=lc.scheduler_address,
+            block=(16, 24, 32),
+        )
+        t.join()
+    assert killed, "the worker was not killed during the run"
+    assert report["blockwise"]["blocks"] == 64
+    assert_equal_to_memory(setup, out)
+
+
+def test_blockwise_refuses_what_it_cannot_do(setup, tmp_path):
+    from vemcell.blockwise import run_blockwise
+
+    vol = tmp_path / "coarse.tif"
+    write_tiff(vol, np.zeros((32, 32, 32), np.uint8), (40.0, 40.0, 40.0))
+    with pytest.raises(VemcellError, match="model's grid"):
+        run_blockwise(vol, tmp_path / "a", setup["options"], workers=1)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(VemcellError, match="not a vemcell run"):
+        run_blockwise(setup["volume"], foreign, setup["options"], workers=1)
+    with pytest.raises(VemcellError, match="--block"):
+        run_blockwise(setup["volume"], tmp_path / "b", setup["options"], block=(4, 4, 4))
