@@ -82,8 +82,9 @@
   const root = new T.Group();
   const capGroup = new T.Group();
   scene.add(root, capGroup);
-  const planeSize = radius * 4;
-  const planeGeometry = new T.PlaneGeometry(planeSize, planeSize);
+  // a unit square, scaled to each use: caps only cover their own object's cross-section, so
+  // the stencil test runs on as few pixels as possible (it is what software WebGL pays for)
+  const planeGeometry = new T.PlaneGeometry(1, 1);
 
   const boxHelper = new T.Box3Helper(bounds, 0x7f8a96);
   boxHelper.visible = false;
@@ -293,8 +294,11 @@
       cap.name = data.name + ' (cap)';
       const obj = {
         name: data.name, data, cls, mesh, material, stencil, cap, capMaterial, on: true,
-        box: geometry.boundingBox.clone(), label: null,
+        box: geometry.boundingBox.clone(), label: null, crossed: false,
       };
+      obj.centre = obj.box.getCenter(new T.Vector3());
+      obj.size = obj.box.getSize(new T.Vector3()).length() * 1.02 + 1e-6;
+      cap.scale.set(obj.size, obj.size, 1);
       root.add(mesh);
       capGroup.add(stencil[0], stencil[1], cap);
       state.objects.push(obj);
@@ -388,6 +392,7 @@
       depthWrite: true,
     });
     emPlane = new T.Mesh(planeGeometry, material);
+    emPlane.scale.set(radius * 2.04, radius * 2.04, 1);
     emPlane.renderOrder = 5;
     emPlane.visible = false;
     emPlane.name = 'EM section';
@@ -414,11 +419,11 @@
     return null;
   }
 
-  function extentAlong(d) {
+  function extentAlong(d, box = bounds) {
     let lo = Infinity, hi = -Infinity;
     for (let i = 0; i < 8; i++) {
       const p = new T.Vector3(
-        i & 1 ? bounds.max.x : bounds.min.x, i & 2 ? bounds.max.y : bounds.min.y, i & 4 ? bounds.max.z : bounds.min.z,
+        i & 1 ? box.max.x : box.min.x, i & 2 ? box.max.y : box.min.y, i & 4 ? box.max.z : box.min.z,
       );
       const v = d.dot(p);
       lo = Math.min(lo, v); hi = Math.max(hi, v);
@@ -436,16 +441,23 @@
       if (state.cut.flip) plane.set(d.clone(), -pos);
       else plane.set(d.clone().negate(), pos);
       state.cut.dir.copy(d);
-      const point = d.clone().multiplyScalar(pos).add(centre.clone().sub(d.clone().multiplyScalar(d.dot(centre))));
       const q = new T.Quaternion().setFromUnitVectors(new T.Vector3(0, 0, 1), d);
-      for (const m of [...state.objects.map((o) => o.cap), emPlane]) {
-        if (!m) continue;
-        m.position.copy(point);
-        m.quaternion.copy(q);
-        m.updateMatrixWorld();
+      const onPlane = (c) => c.clone().addScaledVector(d, pos - d.dot(c)); // c projected on it
+      for (const obj of state.objects) {
+        const [a, b] = extentAlong(d, obj.box);
+        obj.crossed = a <= pos && pos <= b; // only a crossed object has a cut face to fill
+        obj.cap.position.copy(onPlane(obj.centre));
+        obj.cap.quaternion.copy(q);
+        obj.cap.updateMatrixWorld();
+      }
+      if (emPlane) {
+        emPlane.position.copy(onPlane(centre));
+        emPlane.quaternion.copy(q);
+        emPlane.updateMatrixWorld();
       }
     } else {
       plane.set(new T.Vector3(0, 0, -1), NO_CUT);
+      for (const obj of state.objects) obj.crossed = false;
     }
     updateVisibility();
     syncCutControls();
@@ -465,7 +477,7 @@
       obj.material.opacity = opacity;
       obj.material.depthWrite = !translucent;
       obj.mesh.renderOrder = translucent ? state.translucentOrder : 0;
-      const capped = visible && active && state.caps;
+      const capped = visible && active && state.caps && obj.crossed;
       obj.stencil[0].visible = capped;
       obj.stencil[1].visible = capped;
       obj.cap.visible = capped;
@@ -948,6 +960,23 @@
     manifest,
   };
 
+  /* Compile every shader the cut, the caps, the EM section and the opacity sliders will need
+   * now, once the model is on screen, rather than at the user's first click (a software
+   * renderer takes a good second for them). */
+  function precompile() {
+    const hidden = [];
+    capGroup.traverse((o) => { if (o.isMesh && !o.visible) { hidden.push(o); o.visible = true; } });
+    const saved = state.objects.map((o) => [o.material.transparent, o.material.depthWrite]);
+    try {
+      renderer.compile(scene, camera);
+      for (const o of state.objects) { o.material.transparent = !o.material.transparent; o.material.needsUpdate = true; }
+      renderer.compile(scene, camera);
+    } finally {
+      for (const o of hidden) o.visible = false;
+      state.objects.forEach((o, k) => { [o.material.transparent, o.material.depthWrite] = saved[k]; o.material.needsUpdate = true; });
+    }
+  }
+
   // ---- start -----------------------------------------------------------------------------------
 
   async function start() {
@@ -973,6 +1002,7 @@
       $('em-note').textContent = 'The EM section could not be loaded: ' + err.message;
       console.warn('vemcell viewer: EM section not loaded:', err);
     }
+    precompile();
     if (!state.emAvailable && !$('em-note').textContent) $('em-note').textContent = manifest.em_note || 'No EM section in this page.';
     syncCutControls();
     updateVisibility();
