@@ -1,10 +1,13 @@
-"""Per-class materials coloured as Figure 1 of Kousaka et al.
+"""Per-class materials in the model card's colours.
 
-One material per class (shared by every cell) so a single colour or visibility control in the
-panel changes that organelle everywhere. Colours are set on the Principled BSDF (Cycles, EEVEE)
-and on ``diffuse_color`` (Workbench and the solid viewport). A class can instead be coloured by
-cell (neurites in neural tissue, cells of a colony): each cell then gets its own copy of the
-class material in a hue of its own, and class-wide changes (opacity, reveal) reach every copy.
+The card (``models/<name>.json``, ``classes[i].color``) is the one palette: the backend writes it
+into ``scene.json`` (and the ``.glb``), and the import here takes it from there, so Blender, the
+``.glb`` and every other viewer show the same colours. One material per class (shared by every
+cell) so a single colour or visibility control in the panel changes that organelle everywhere.
+Colours are set on the Principled BSDF (Cycles, EEVEE) and on ``diffuse_color`` (Workbench and the
+solid viewport). A class can instead be coloured by cell (neurites in neural tissue, cells of a
+colony): each cell then gets its own copy of the class material in a hue of its own, and
+class-wide changes (opacity, reveal) reach every copy.
 """
 
 from __future__ import annotations
@@ -14,28 +17,14 @@ from collections.abc import Sequence
 
 import bpy
 
-# The paper's Figure 1: cytoplasm white and semi-transparent, plastid green, mitochondrion
-# yellow, peroxisome orange, nucleus grey. Other classes take their colour from scene.json.
-FIGURE1_COLOURS: dict[str, tuple[float, float, float, float]] = {
-    "cytoplasm": (1.0, 1.0, 1.0, 0.25),
-    "nucleus": (0.45, 0.45, 0.45, 1.0),
-    "plastid": (0.05, 0.6, 0.08, 1.0),
-    "mitochondrion": (1.0, 0.85, 0.0, 1.0),
-    "peroxisome": (1.0, 0.35, 0.0, 1.0),
-}
-
 MATERIAL_PREFIX = "vemcell "
 CELL_TAG = "vemcell_cell"
 
 
-def default_colour(
-    class_name: str, fallback: Sequence[float] | None
-) -> tuple[float, float, float, float]:
-    """Figure 1 colour for the paper's classes, else the manifest's colour, else grey."""
-    if class_name in FIGURE1_COLOURS:
-        return FIGURE1_COLOURS[class_name]
-    if fallback is not None and len(fallback) >= 3:
-        c = [float(v) for v in fallback]
+def default_colour(colour: Sequence[float] | None) -> tuple[float, float, float, float]:
+    """A class's RGBA as ``scene.json`` carries it from the model card; grey when it has none."""
+    if colour is not None and len(colour) >= 3:
+        c = [float(v) for v in colour]
         return (c[0], c[1], c[2], c[3] if len(c) > 3 else 1.0)
     return (0.6, 0.6, 0.6, 1.0)
 

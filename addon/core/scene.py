@@ -1,8 +1,9 @@
 """Importing a vemcell run directory (``scene.json`` + meshes) into a Blender scene.
 
 The scene gets one collection per cell under a root collection, one object per organelle named
-``cell_03 / mitochondrion``, at physical scale (1 Blender unit = 1 µm), coloured per class, with
-the measurements as custom properties. Importing again replaces the previous result.
+``cell_03 / mitochondrion``, at physical scale (1 Blender unit = 1 µm), coloured per class in the
+model card's colours (carried by ``scene.json``), with the measurements as custom properties.
+Importing again replaces the previous result.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ def import_run_dir(
     scene : bpy.types.Scene, optional
         Target scene (default: the context scene).
     colours : dict, optional
-        Class name -> RGBA overriding Figure 1 / manifest colours (the panel's choices).
+        Class name -> RGBA overriding the manifest's (the model card's) colours: the
+        panel's choices.
 
     Returns
     -------
@@ -210,7 +212,7 @@ def import_run_dir(
             cell_colls[key] = coll
         name = display_name(entry.get("name") or cls)
         me = make_mesh(name, verts, faces)
-        colour = overrides.get(cls) or materials.default_colour(cls, entry.get("color"))
+        colour = overrides.get(cls) or materials.default_colour(entry.get("color"))
         me.materials.append(materials.class_material(cls, colour))
         obj = bpy.data.objects.new(name, me)
         obj[OBJECT_TAG] = cls
