@@ -7,8 +7,9 @@ Run with Blender or with the ``bpy`` module (Blender as a Python module)::
 
 Timers and modal operators do not run in background mode, so everything here is
 synchronous. ``vemcell render`` (the backend CLI) starts this script in a subprocess; with
-``--progress json`` it prints one ``{"stage", "fraction", "message"}`` object per line. Errors
-are one line on stderr and exit code 2.
+``--progress json`` it prints one ``{"stage", "fraction", "message"}`` object per line
+(``vemcell.progress``, as the backend does). The pipeline's options are those of ``vemcell run``
+(``vemcell.cli.run_options``). Errors are one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 import bpy
 
 HERE = Path(__file__).resolve().parent
-ANIMATIONS = ("turntable", "cut-sweep", "reveal", "flythrough", "still", "none")
+NO_ANIMATION = "none"  # this script only: render the scene as it is
 
 
 def _addon():
@@ -44,13 +45,23 @@ def _addon():
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    """The script's arguments; the pipeline's are ``vemcell run``'s own (imported from the
+    backend, so load the add-on first: :func:`_addon` puts the backend on the path)."""
+    from vemcell.cli.run_options import add_run_arguments
+    from vemcell.options import RENDER_ANIMATIONS
+
     p = argparse.ArgumentParser(
         prog="headless.py",
         description="Build (or load) a vemcell result and render an animation, headless.",
     )
     p.add_argument("input", help="EM volume, or a run folder written by 'vemcell run'")
     p.add_argument("--out", required=True, help="output .mp4 or .png")
-    p.add_argument("--animation", choices=ANIMATIONS, default="turntable")
+    p.add_argument(
+        "--animation",
+        choices=(*RENDER_ANIMATIONS, NO_ANIMATION),
+        default="turntable",
+        help=f"{NO_ANIMATION}: render the scene as it is, nothing keyed",
+    )
     p.add_argument("--engine", choices=["workbench", "cycles"], default="workbench")
     p.add_argument("--frames", type=int, default=None, help="animation length (default 120)")
     p.add_argument("--resolution", type=int, nargs=2, metavar=("W", "H"), default=(1280, 720))
@@ -69,26 +80,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--progress", choices=["json", "none", "text"], default="text")
     p.add_argument("--work", help="folder for the pipeline run (default: a temporary folder)")
     p.add_argument("--python", default="", help="Python that runs the backend")
-    g = p.add_argument_group("pipeline (when INPUT is a volume)")
-    g.add_argument("--model", default="")
-    g.add_argument(
-        "--directions",
-        type=lambda v: v if v == "auto" else int(v),
-        choices=["auto", 1, 3],
-        default="auto",
-        help="auto: 3 where the volume can be resliced, else 1 (XY only)",
-    )
-    g.add_argument("--median", type=int, default=3)
-    g.add_argument("--tta", action="store_true", help="average 8 rotations/mirror images per slice")
-    g.add_argument(
-        "--keep-specks",
-        action="store_true",
-        help="keep organelle pieces below the model card's minimum sizes",
-    )
-    g.add_argument("--smooth", type=int, default=None)
-    g.add_argument("--decimate", type=float, default=None)
-    g.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"))
-    g.add_argument("--no-cells", action="store_true")
+    add_run_arguments(p.add_argument_group("pipeline (when INPUT is a volume; as 'vemcell run')"))
     args = p.parse_args(argv)
     if not args.out.lower().endswith((".mp4", ".png")):
         p.error("--out must end in .mp4 or .png")
@@ -99,24 +91,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-class Reporter:
-    """Progress as JSON lines (for ``vemcell render``) or plain text."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-
-    def __call__(self, stage: str, fraction: float, message: str = "") -> None:
-        if self.mode == "json":
-            rec = {"stage": stage, "fraction": round(min(max(fraction, 0.0), 1.0), 4)}
-            rec["message"] = message
-            sys.stdout.write(json.dumps(rec) + "\n")
-            sys.stdout.flush()
-        elif self.mode == "text":
-            print(f"vemcell: {fraction * 100:5.1f}% {stage}: {message}", flush=True)
-
-
 def main(argv: list[str]) -> int:
-    args = parse_args(argv)
     addon = _addon()
     from importlib import import_module
 
@@ -128,83 +103,82 @@ def main(argv: list[str]) -> int:
     pipeline = import_module(core + ".pipeline")
     render = import_module(core + ".render")
     vscene = import_module(core + ".scene")
+    from vemcell.cli.run_options import options_from_args
+    from vemcell.errors import VemcellError
+    from vemcell.options import STILL
+    from vemcell.progress import Progress
 
-    report = Reporter(args.progress)
+    args = parse_args(argv)
     src = Path(args.input).expanduser()
     if not src.exists():
         raise UserError(f"'{src}' does not exist.")
     is_run = src.is_dir() and (src / "scene.json").is_file()
-    share = 0.0 if is_run else 0.5
+    share = 0.0 if is_run else 0.5  # of the whole job, for the pipeline
+    stages = [("pipeline", share), ("import", 0.05), ("render", 0.92 - share), ("save", 0.03)]
+    prog = Progress(args.progress, stages)
     t0 = time.perf_counter()
     if is_run:
         run_dir = src
     else:
-        opts = backend.RunOptions(
-            volume=str(src),
-            model=args.model,
-            voxel_size_nm=tuple(args.voxel_size) if args.voxel_size else None,
-            directions=args.directions,
-            median=args.median,
-            tta=args.tta,
-            remove_specks=not args.keep_specks,
-            separate_cells="off" if args.no_cells else "auto",
-            smooth=args.smooth,
-            decimate=args.decimate,
-        )
+        try:
+            opts = options_from_args(args)
+        except VemcellError as exc:
+            raise UserError(str(exc)) from None
         work = args.work or tempfile.mkdtemp(prefix="vemcell_headless_")
 
-        def on_progress(ev) -> None:
-            report("pipeline", ev.fraction * share, f"{ev.stage}: {ev.message}")
+        def on_progress(ev) -> None:  # the backend's lines, already 0.2 s apart
+            prog.update(ev.fraction, f"{ev.stage}: {ev.message}", force=True)
 
-        try:
-            run_dir = backend.run_sync(opts, work, args.python, on_progress)
-        except backend.BackendError as exc:
-            raise UserError(str(exc)) from None
+        with prog.stage("pipeline", "running the pipeline"):
+            try:
+                run_dir = backend.run_sync(src, opts, work, args.python, on_progress)
+            except backend.BackendError as exc:
+                raise UserError(str(exc)) from None
     t_pipeline = time.perf_counter() - t0
 
-    report("import", share, f"importing {run_dir}")
-    bpy.ops.wm.read_homefile(app_template="", use_empty=True)
-    scene = bpy.context.scene
-    try:
-        pipeline.load_result(scene, run_dir, fast_cuts=True)
-    except vscene.SceneError as exc:
-        raise UserError(str(exc)) from None
-    found = list(vscene.find_root(scene)["vemcell_classes"])
-    for cls in args.colour_by_cell:
-        if cls not in found:
-            raise UserError(
-                f"--colour-by-cell {cls}: the result has no such class ({', '.join(found)})."
-            )
-        vscene.colour_by_cell(scene, cls)
-    cuts = args.cut or (["Y"] if args.animation == "still" else [])
-    for axis in cuts:
-        cutplanes.add_cut_plane(scene, axis)
-    if args.em_slice:
-        for empty in cutplanes.cut_planes(scene):
-            emslice.enable(scene, empty)
+    with prog.stage("import", f"importing {run_dir}"):
+        bpy.ops.wm.read_homefile(app_template="", use_empty=True)
+        scene = bpy.context.scene
+        try:
+            pipeline.load_result(scene, run_dir, fast_cuts=True)
+        except vscene.SceneError as exc:
+            raise UserError(str(exc)) from None
+        found = list(vscene.find_root(scene)["vemcell_classes"])
+        for cls in args.colour_by_cell:
+            if cls not in found:
+                raise UserError(
+                    f"--colour-by-cell {cls}: the result has no such class ({', '.join(found)})."
+                )
+            vscene.colour_by_cell(scene, cls)
+        still = args.animation == STILL
+        for axis in args.cut or (["Y"] if still else []):
+            cutplanes.add_cut_plane(scene, axis)
+        if args.em_slice:
+            for empty in cutplanes.cut_planes(scene):
+                emslice.enable(scene, empty)
 
     default_frames = 120 if args.out.lower().endswith(".mp4") else 1
     frames = args.frames or default_frames
     render.apply_preset(scene, args.engine, tuple(args.resolution), args.samples)
-    animation.setup_camera(scene, frame_cut=args.animation == "still")
-    if args.animation not in ("none", "still"):
+    animation.setup_camera(scene, frame_cut=still)
+    if args.animation not in (NO_ANIMATION, STILL):
         animation.animate(scene, args.animation, frames)
     scene.frame_start, scene.frame_end = 1, frames
     render.apply_preset(scene, args.engine, tuple(args.resolution), args.samples)
 
-    lo, hi = share + 0.05, 0.97
+    def on_frame(done: int, total: int) -> None:  # every frame, however fast
+        prog.update(done / total, f"frame {done}/{total}", force=True)
 
-    def on_frame(done: int, total: int) -> None:
-        report("render", lo + (hi - lo) * done / total, f"frame {done}/{total}")
-
-    report("render", lo, f"rendering {frames} frame(s) with {args.engine}")
     t1 = time.perf_counter()
-    files = render.render(scene, args.out, on_frame)
+    with prog.stage("render", f"rendering {frames} frame(s) with {args.engine}"):
+        files = render.render(scene, args.out, on_frame)
     t_render = time.perf_counter() - t1
-    if args.blend:
-        render.save_blend(args.blend)
-    if args.glb:
-        render.export_glb(args.glb)
+    if args.blend or args.glb:
+        with prog.stage("save", "saving the scene"):
+            if args.blend:
+                render.save_blend(args.blend)
+            if args.glb:
+                render.export_glb(args.glb)
     summary = {
         "run_dir": str(run_dir),
         "files": [str(f) for f in files],
@@ -215,7 +189,7 @@ def main(argv: list[str]) -> int:
         "pipeline_s": round(t_pipeline, 2),
         "render_s": round(t_render, 2),
     }
-    report("done", 1.0, json.dumps(summary))
+    prog.done(json.dumps(summary))  # what `vemcell render` reads back
     return 0
 
 

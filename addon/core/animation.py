@@ -1,4 +1,5 @@
-"""Camera, lights and the four one-click animations (each keys the scene; edit freely after).
+"""Camera, lights and the one-click animations of ``vemcell.options.ANIMATIONS`` (each keys the
+scene; edit freely after).
 
 * turntable: the camera circles the cell once;
 * cut sweep: a cut plane travels through the cell, exposing the cross-sections;
@@ -15,10 +16,11 @@ import bpy
 import numpy as np
 from mathutils import Vector
 
+from vemcell.options import ANIMATIONS
+
 from . import cutplanes, emslice, materials
 from . import scene as vscene
 
-ANIMATIONS = ("turntable", "cut-sweep", "reveal", "flythrough")
 CAMERA = "vemcell camera"
 PIVOT = "vemcell pivot"
 SUN = "vemcell sun"
@@ -216,15 +218,17 @@ def flythrough(scene: bpy.types.Scene, frames: int = 120, resolution: int = 256)
     emslice.update_all(scene)
 
 
+#: How each of :data:`vemcell.options.ANIMATIONS` is keyed (a test checks they are the same).
+KEYERS = {
+    "turntable": turntable,
+    "cut-sweep": cut_sweep,
+    "reveal": reveal,
+    "flythrough": flythrough,
+}
+
+
 def animate(scene: bpy.types.Scene, name: str, frames: int = 120) -> None:
     """Run one of :data:`ANIMATIONS` by name."""
-    if name == "turntable":
-        turntable(scene, frames)
-    elif name == "cut-sweep":
-        cut_sweep(scene, frames)
-    elif name == "reveal":
-        reveal(scene, frames)
-    elif name == "flythrough":
-        flythrough(scene, frames)
-    else:
+    if name not in KEYERS:
         raise ValueError(f"unknown animation {name!r}; one of {', '.join(ANIMATIONS)}")
+    KEYERS[name](scene, frames)

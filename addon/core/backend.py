@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ADDON_DIR = Path(__file__).resolve().parents[1]
@@ -68,6 +68,12 @@ def ensure_importable() -> None:
         sys.path.insert(0, str(bdir))
 
 
+# The add-on reads the backend's light modules (run options, animation names) in Blender itself;
+# importing this module first (``core/__init__``) makes ``vemcell`` importable for the others.
+ensure_importable()
+from vemcell.options import RunOptions  # noqa: E402
+
+
 def backend_python(custom: str = "") -> str:
     """The Python that runs the backend: a user-chosen one, else Blender's own.
 
@@ -101,41 +107,10 @@ def backend_env(custom_python: str = "") -> dict[str, str]:
     return env
 
 
-@dataclass
-class RunOptions:
-    """What the panel (or the headless script) asks the pipeline to do."""
-
-    volume: str
-    model: str = ""
-    voxel_size_nm: tuple[float, float, float] | None = None
-    directions: int | str = "auto"
-    median: int = 3
-    tta: bool = False
-    remove_specks: bool = True  # the model card's minimum organelle sizes (--min-size off: no)
-    separate_cells: str = "auto"
-    foreground: str = "auto"
-    smooth: int | None = None
-    decimate: float | None = None
-    extra: list[str] = field(default_factory=list)
-
-    def arguments(self, out_dir: Path) -> list[str]:
-        """The ``vemcell run`` command-line arguments (after ``python -m vemcell``)."""
-        args = ["run", str(self.volume), "--out", str(out_dir), "--progress", "json"]
-        if self.model:
-            args += ["--model", self.model]
-        if self.voxel_size_nm is not None:
-            args += ["--voxel-size", *(f"{v:g}" for v in self.voxel_size_nm)]
-        args += ["--directions", str(self.directions), "--median", str(int(self.median))]
-        if self.tta:
-            args.append("--tta")
-        if not self.remove_specks:
-            args += ["--min-size", "off"]
-        if self.smooth is not None:
-            args += ["--smooth", str(int(self.smooth))]
-        if self.decimate is not None:
-            args += ["--decimate", f"{self.decimate:g}"]
-        args += ["--cells", self.separate_cells, "--foreground", self.foreground]
-        return args + list(self.extra)
+def run_arguments(volume: str | os.PathLike, out_dir: Path, options: RunOptions) -> list[str]:
+    """The ``vemcell run`` command line (after ``python -m vemcell``) for one volume."""
+    args = ["run", str(volume), "--out", str(out_dir), "--progress", "json"]
+    return args + options.to_arguments()
 
 
 @dataclass
@@ -329,14 +304,17 @@ def discard(job_dir: Path) -> None:
 
 
 def run_sync(
+    volume: str | os.PathLike,
     options: RunOptions,
     base_dir: str | os.PathLike | None = None,
     python: str = "",
     on_progress: Callable[[ProgressEvent], None] | None = None,
 ) -> Path:
-    """Run the pipeline to completion (headless use) and return the run directory."""
-    job_dir, run_dir = new_run_dir(base_dir, options.volume)
-    job = BackendJob(options.arguments(run_dir), backend_python(python), backend_env(python))
+    """Run the pipeline on ``volume`` to completion (headless use); returns the run directory."""
+    job_dir, run_dir = new_run_dir(base_dir, str(volume))
+    job = BackendJob(
+        run_arguments(volume, run_dir, options), backend_python(python), backend_env(python)
+    )
     try:
         job.wait(on_progress)
     except BaseException:

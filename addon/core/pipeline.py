@@ -26,16 +26,17 @@ def load_result(
 
 def build(
     scene: bpy.types.Scene,
+    volume: str | os.PathLike,
     options: backend.RunOptions,
     base_dir: str | os.PathLike | None = None,
     python: str = "",
     on_progress: Callable[[backend.ProgressEvent], None] | None = None,
     colours: dict[str, tuple[float, float, float, float]] | None = None,
 ) -> tuple[Path, bpy.types.Collection]:
-    """Run the pipeline synchronously (background mode) and import its result."""
-    if not options.volume or not Path(options.volume).exists():
-        raise backend.BackendError(f"The input volume '{options.volume}' does not exist.")
-    run_dir = backend.run_sync(options, base_dir, python, on_progress)
+    """Run the pipeline on ``volume`` synchronously (background mode) and import its result."""
+    if not volume or not Path(volume).exists():
+        raise backend.BackendError(f"The input volume '{volume}' does not exist.")
+    run_dir = backend.run_sync(volume, options, base_dir, python, on_progress)
     return run_dir, load_result(scene, run_dir, colours)
 
 

@@ -15,7 +15,7 @@ _JOB: dict[str, object] = {}
 
 
 def _options(settings: props.VemcellSettings) -> backend.RunOptions:
-    volume = bpy.path.abspath(settings.volume)
+    """The panel's choices as the backend's run options (the volume goes beside them)."""
     if settings.model == "CUSTOM":
         model = bpy.path.abspath(settings.custom_model)
     else:
@@ -24,13 +24,12 @@ def _options(settings: props.VemcellSettings) -> backend.RunOptions:
         abs(a - b) < 1e-6 for a, b in zip(settings.voxel_size, settings.voxel_file, strict=True)
     )
     return backend.RunOptions(
-        volume=volume,
-        model=model,
+        model=model or None,
         voxel_size_nm=None if from_file else tuple(settings.voxel_size),
         directions="auto" if settings.directions == "AUTO" else int(settings.directions),
         median=settings.median,
         tta=settings.tta,
-        remove_specks=settings.remove_specks,
+        min_size=None if settings.remove_specks else {},  # None: the card's sizes; {}: none
         separate_cells="auto" if settings.separate_cells else "off",
         foreground=settings.foreground,
         smooth=settings.smooth,
@@ -87,13 +86,22 @@ class VEMCELL_OT_build(bpy.types.Operator):
             self.report({"ERROR"}, problem)
             return {"CANCELLED"}
 
+        from vemcell.progress import Progress
+
+        prog = Progress("text", [("pipeline", 1.0)])
+
         def on_progress(ev: backend.ProgressEvent) -> None:
-            print(f"vemcell: {ev.fraction * 100:5.1f}% {ev.stage}: {ev.message}")
+            prog.update(ev.fraction, f"{ev.stage}: {ev.message}", force=True)
 
         try:
-            run_dir = backend.run_sync(
-                _options(settings), pref.runs_dir(context), pref.python_path(context), on_progress
-            )
+            with prog.stage("pipeline", "running the pipeline"):
+                run_dir = backend.run_sync(
+                    bpy.path.abspath(settings.volume),
+                    _options(settings),
+                    pref.runs_dir(context),
+                    pref.python_path(context),
+                    on_progress,
+                )
             _import(context, run_dir)
         except (backend.BackendError, vscene.SceneError) as exc:
             self.report({"ERROR"}, str(exc))
@@ -113,9 +121,10 @@ class VEMCELL_OT_build(bpy.types.Operator):
         try:
             python = backend.backend_python(pref.python_path(context))
             job_dir, run_dir = backend.new_run_dir(pref.runs_dir(context), settings.volume)
-            job = backend.BackendJob(
-                _options(settings).arguments(run_dir), python, backend.backend_env(python)
+            arguments = backend.run_arguments(
+                bpy.path.abspath(settings.volume), run_dir, _options(settings)
             )
+            job = backend.BackendJob(arguments, python, backend.backend_env(python))
         except (backend.BackendError, OSError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}

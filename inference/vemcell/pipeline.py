@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from vemcell import __version__
 from vemcell.cards.card import ModelCard, resolve_model
 from vemcell.errors import VemcellError
 from vemcell.io.volumes import Volume, ordinary_mode, read_volume, write_tiff
+from vemcell.options import RunOptions
 from vemcell.progress import Progress
 
 STAGES = [
@@ -36,37 +37,6 @@ STAGES = [
     ("measure", 5.0),
     ("write", 3.0),
 ]
-
-
-@dataclass
-class RunOptions:
-    """Every knob of a pipeline run (recorded verbatim in report.json)."""
-
-    model: str | None = None
-    directions: int | str = "auto"
-    median: int = 3
-    fuse: str = "mean"
-    denoise: str = "none"
-    tta: bool = False  # average 8 rotations / mirror images of each slice
-    min_size: dict[str, float] | None = None  # class -> µm³ below which pieces go; None: card's
-    voxel_size_nm: tuple[float, float, float] | None = None
-    smooth: int | None = None  # None: iterations chosen from the voxel anisotropy
-    decimate: float = 0.5
-    mesh_format: str = "ply"
-    separate_cells: str = "auto"
-    foreground: str = "auto"
-    threads: int | None = None
-
-    def segmentation_kwargs(self) -> dict[str, Any]:
-        """The options :func:`vemcell.segment.segment` takes."""
-        return {
-            "directions": self.directions,
-            "median": self.median,
-            "fuse": self.fuse,
-            "denoise": self.denoise,
-            "tta": self.tta,
-            "min_size": self.min_size,
-        }
 
 
 def peak_rss_mb() -> float:
@@ -159,13 +129,7 @@ def run(
     from vemcell.meshes import measure, mesh, scene
     from vemcell.segmentation import segment
 
-    opt = options or RunOptions()
-    if opt.mesh_format not in ("ply", "obj", "stl"):
-        raise VemcellError(f"--format must be ply, obj or stl, not {opt.mesh_format!r}.")
-    if not 0.0 <= opt.decimate < 1.0:
-        raise VemcellError(f"--decimate must be a fraction in [0, 1), not {opt.decimate}.")
-    if opt.smooth is not None and opt.smooth < 0:
-        raise VemcellError(f"--smooth must be 0 or more iterations, not {opt.smooth}.")
+    opt = (options or RunOptions()).validate()
     prog = progress or Progress("none", STAGES)
     timer = _Timer()
     t_start = time.perf_counter()

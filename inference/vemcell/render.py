@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from vemcell.errors import VemcellError
+from vemcell.options import RENDER_ANIMATIONS, STILL
 from vemcell.progress import Progress
-
-ANIMATIONS = ("turntable", "cut-sweep", "reveal", "flythrough", "still")
 
 
 def headless_script() -> Path:
@@ -76,8 +75,9 @@ def render_run_dir(
         Folder written by ``vemcell run`` (scene.json, meshes, report.json).
     out : path
         ``.mp4`` (the animation) or ``.png`` (one still, or ``<stem>_0001.png``... frames).
-    animation : {"turntable", "cut-sweep", "reveal", "flythrough", "still"}
-        ``still`` is one picture with a cut plane.
+    animation : str
+        One of :data:`vemcell.options.RENDER_ANIMATIONS`: an animation, or ``still`` (one
+        picture with a cut plane).
     engine : {"workbench", "cycles"}
         Preview (Workbench) or final (Cycles, denoised) preset.
     colour_by_cell : sequence of str
@@ -94,8 +94,10 @@ def render_run_dir(
     out = Path(out)
     if out.suffix.lower() not in (".mp4", ".png"):
         raise VemcellError(f"--out must end in .mp4 or .png, not '{out.name}'.")
-    if animation not in ANIMATIONS:
-        raise VemcellError(f"Unknown animation '{animation}' (one of {', '.join(ANIMATIONS)}).")
+    if animation not in RENDER_ANIMATIONS:
+        raise VemcellError(
+            f"Unknown animation '{animation}' (one of {', '.join(RENDER_ANIMATIONS)})."
+        )
     if engine not in ("workbench", "cycles"):
         raise VemcellError(f"Unknown engine '{engine}' (workbench or cycles).")
     if frames is not None and frames < 1:
@@ -105,7 +107,7 @@ def render_run_dir(
 
     args = [str(run_dir.resolve()), "--out", str(out.resolve()), "--engine", engine]
     args += ["--animation", animation]
-    if frames is not None or animation == "still":
+    if frames is not None or animation == STILL:
         args += ["--frames", str(frames or 1)]
     if resolution is not None:
         args += ["--resolution", str(int(resolution[0])), str(int(resolution[1]))]

@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vemcell.cli.run import print_summary
-    from vemcell.pipeline import STAGES, RunOptions
+    from vemcell.options import RunOptions
+    from vemcell.pipeline import STAGES
     from vemcell.pipeline import run as run_pipeline
     from vemcell.synth.generator import sample_dir
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from vemcell.cli.info import add_voxel_argument
 from vemcell.errors import VemcellError
+from vemcell.options import MESH_FORMATS
 from vemcell.progress import Progress
 
 HELP = "mesh a label TIFF into scene.glb, per-organelle PLY/OBJ/STL, scene.json and measurements"
@@ -68,7 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--format",
-        choices=["ply", "obj", "stl"],
+        choices=MESH_FORMATS,
         default="ply",
         dest="mesh_format",
         help="format of the per-organelle files (default ply)",

@@ -12,7 +12,8 @@ import argparse
 
 import numpy as np
 
-from vemcell.cli.segment import add_segmentation_arguments, read_and_segment
+from vemcell.cli.run_options import add_segmentation_arguments
+from vemcell.cli.segment import read_and_segment
 from vemcell.errors import VemcellError
 from vemcell.progress import Progress
 

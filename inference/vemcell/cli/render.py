@@ -13,19 +13,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vemcell.cli.run_options import add_run_arguments, options_from_args
 from vemcell.errors import VemcellError
+from vemcell.options import RENDER_ANIMATIONS
 from vemcell.progress import Progress
-from vemcell.render import ANIMATIONS, _launcher, headless_script, render_run_dir
+from vemcell.render import _launcher, headless_script, render_run_dir
 
 HELP = "render a run folder (or a volume, running the pipeline first) as a PNG or MP4 in Blender"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from vemcell.cli.run import add_run_arguments
-
     p.add_argument("input", help="run folder from 'vemcell run', or an EM volume to run first")
     p.add_argument("--out", required=True, help="output .mp4 or .png")
-    p.add_argument("--animation", choices=ANIMATIONS, default="turntable")
+    p.add_argument("--animation", choices=RENDER_ANIMATIONS, default="turntable")
     p.add_argument(
         "--engine",
         choices=["workbench", "cycles"],
@@ -66,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
         run_dir = src
         prog = Progress(args.progress, [("render", 1.0)])
     else:
-        from vemcell.cli.run import options_from_args
         from vemcell.pipeline import STAGES
         from vemcell.pipeline import run as run_pipeline
 

@@ -6,52 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from vemcell.cli.info import (
-    add_directions_argument,
-    add_min_size_argument,
-    add_threads_argument,
-    add_tta_argument,
-    add_voxel_argument,
-)
+from vemcell.cli.run_options import add_segmentation_arguments, options_from_args
 from vemcell.progress import Progress
 
 HELP = "segment organelles with an ONNX U-Net (1 or 3 directions) into a label TIFF"
-
-
-def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``segment`` and ``run``."""
-    add_voxel_argument(p)
-    p.add_argument(
-        "--model",
-        help="shipped model name or path to an .onnx with its JSON card (default: cmerolae6)",
-    )
-    add_directions_argument(
-        p, "predict XY slices only (1) or XY, XZ and YZ fused (3, the paper's method)"
-    )
-    p.add_argument(
-        "--median",
-        type=int,
-        default=3,
-        metavar="N",
-        help="size of the 3D median filter after fusion (0 turns it off; default 3)",
-    )
-    p.add_argument(
-        "--fuse",
-        choices=["mean", "max"],
-        default="mean",
-        help="combine the 3 directions by mean probability or per-class maximum",
-    )
-    add_tta_argument(p)
-    add_min_size_argument(p)
-    p.add_argument(
-        "--denoise",
-        choices=["none", "median", "bilateral"],
-        default="none",
-        help="denoise before segmenting (bilateral per slice, as in the paper, or 3D median)",
-    )
-    add_threads_argument(
-        p, help="onnxruntime threads, and meshing processes in run (default: all cores)"
-    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,24 +27,15 @@ def read_and_segment(args: argparse.Namespace, prog: Progress, **extra: Any) -> 
     from vemcell.io.volumes import read_volume
     from vemcell.segmentation import segment
 
-    card = resolve_model(args.model)
+    opt = options_from_args(args)
+    card = resolve_model(opt.model)
     with prog.stage("read", "reading the volume"):
-        vol = read_volume(args.volume, voxel_size_nm=args.voxel_size)
+        vol = read_volume(args.volume, voxel_size_nm=opt.voxel_size_nm)
     for note in vol.notes:
         print(f"note: {note}", file=sys.stderr)
     with prog.stage("segment", f"segmenting with {card.name}"):
         result = segment.segment(
-            vol,
-            card,
-            directions=args.directions,
-            median=args.median,
-            fuse=args.fuse,
-            denoise=args.denoise,
-            threads=args.threads,
-            progress=prog,
-            tta=args.tta,
-            min_size=segment.parse_min_size(args.min_size, card),
-            **extra,
+            vol, card, **opt.segmentation_kwargs(), threads=opt.threads, progress=prog, **extra
         )
     return vol, card, result
 

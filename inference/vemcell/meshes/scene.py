@@ -21,8 +21,7 @@ import numpy as np
 from vemcell.errors import VemcellError
 from vemcell.io.volumes import atomic_path
 from vemcell.meshes.mesh import MeshItem
-
-MESH_FORMATS = ("ply", "obj", "stl")
+from vemcell.options import MESH_FORMATS
 
 #: Z-up (X, Y, Z) → glTF Y-up (X, Z, −Y); a proper rotation, so face winding is kept.
 ZUP_TO_GLTF = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])
