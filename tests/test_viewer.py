@@ -247,10 +247,10 @@ def start_browser():
 class Page:
     """The loaded page, its console log so far, and helpers to drive window.vemcellViewer."""
 
-    def __init__(self, driver, path: Path) -> None:
+    def __init__(self, driver, path: Path, query: str = "") -> None:
         self.driver = driver
         self.log: list[dict] = []
-        driver.get(path.resolve().as_uri())
+        driver.get(path.resolve().as_uri() + query)
         self.ready = self.call("return await v.ready;")
 
     def call(self, body: str, *args):
@@ -318,6 +318,7 @@ def test_page_loads_offline_with_webgl2_and_no_console_errors(viewer, scene):
     assert viewer.call("return !!document.createElement('canvas').getContext('webgl2');")
     st = viewer.call("return v.state();")
     assert st["webgl2"] and st["emAvailable"]
+    assert st["software"] and not st["antialias"]  # SwiftShader: no multisampling
     assert viewer.call("return document.getElementById('status').textContent;") == ""
     remote = viewer.call(
         "return performance.getEntriesByType('resource').map((e) => e.name)"
@@ -500,14 +501,45 @@ def test_screenshot_is_a_png_of_the_view_with_scale_bar(viewer):
     assert not bad, bad
 
 
-def test_docs_image_of_the_page(viewer, tmp_path):
-    """The README's picture: a cut through the cells with caps and the EM section."""
+def test_docs_image_of_the_page(browser, page, tmp_path):
+    """The README's picture: a cut through the cells with filled caps, a plastid selected.
+
+    Antialiased (``?antialias=1``), which the page leaves off for software renderers by itself.
+    """
+    viewer = Page(browser.driver, page, "?antialias=1")
+    assert viewer.call("return v.state().antialias;")
     viewer.call(
         "v.setView('home'); v.setCut('z', 0.55); v.setEM(false);"
         "v.select(v.objects().find((n) => n.endsWith('/plastid')) || null);"
     )
     png = viewer.driver.get_screenshot_as_png()
+    bad = [e for e in browser.console() if e["level"] in ("SEVERE", "WARNING")]
+    assert not bad, bad
+    # back to the page the other tests use
+    browser.driver.get(page.resolve().as_uri())
+    browser.call("await v.ready;")
     target = DOCS_IMAGE if os.environ.get("VEMCELL_DOCS_IMAGES") == "1" else tmp_path / "viewer.png"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(png)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_glb_keeps_names_and_micrometres_for_unity(run_dir, scene):
+    """What docs/unity.md promises glTFast: plain glTF 2.0, one node per object by its name, µm."""
+    import struct
+
+    data = (run_dir / "scene.glb").read_bytes()
+    magic, version, _ = struct.unpack("<4sII", data[:12])
+    size, kind = struct.unpack("<I4s", data[12:20])
+    gltf = json.loads(data[20 : 20 + size])
+    assert (magic, version, kind, gltf["asset"]["version"]) == (b"glTF", 2, b"JSON", "2.0")
+    assert not gltf.get("extensionsRequired") and not gltf.get("extensionsUsed")
+    assert [n["name"] for n in gltf["nodes"]] == [o["name"] for o in scene["objects"]]
+    # positions in µm, glTF Y up = vemcell Z: within the 80×96×96 volume of 20 nm voxels
+    extent_zyx = np.array([80, 96, 96]) * 0.02
+    for mesh in gltf["meshes"]:
+        acc = gltf["accessors"][mesh["primitives"][0]["attributes"]["POSITION"]]
+        lo, hi = np.array(acc["min"]), np.array(acc["max"])
+        assert lo[0] >= -0.03 and hi[0] <= extent_zyx[2] + 0.03  # X
+        assert lo[1] >= -0.03 and hi[1] <= extent_zyx[0] + 0.03  # Y up = Z
+        assert -hi[2] >= -0.03 and -lo[2] <= extent_zyx[1] + 0.03  # Z = -Y

@@ -40,16 +40,38 @@
 
   // ---- renderer, cameras, controls -------------------------------------------------------
 
+  /* The WebGL renderer's name, and whether it is a software one (no GPU: SwiftShader, llvmpipe).
+   * Software renderers get no multisampling and one pixel per CSS pixel: that makes each
+   * frame about three times cheaper, which is what keeps the page usable there. */
+  function probeRenderer() {
+    try {
+      const gl = document.createElement('canvas').getContext('webgl2');
+      if (!gl) return { name: '', software: false };
+      let name = String(gl.getParameter(gl.RENDERER));
+      if (/^WebKit WebGL$/.test(name)) {  // masked (Chrome): ask for the real name
+        const ext = gl.getExtension('WEBGL_debug_renderer_info');
+        if (ext) name = String(gl.getParameter(ext.UNMASKED_RENDERER_WEBGL));
+      }
+      return { name, software: /swiftshader|llvmpipe|softpipe|software|basic render/i.test(name) };
+    } catch (err) {
+      return { name: '', software: false };
+    }
+  }
+  const gpu = probeRenderer();
+  // ?antialias=1 (or 0) in the page's address overrides that choice, e.g. for a figure
+  const params = new URLSearchParams(window.location.search);
+  const antialias = params.has('antialias') ? params.get('antialias') !== '0' : !gpu.software;
+
   const canvas = $('scene');
   let renderer;
   try {
-    renderer = new T.WebGLRenderer({ canvas, antialias: true, stencil: true, alpha: false });
+    renderer = new T.WebGLRenderer({ canvas, antialias, stencil: true, alpha: false });
   } catch (err) {
     fail('This page needs WebGL2, which this browser does not provide (' + err.message + ').');
     return;
   }
   renderer.localClippingEnabled = true;
-  renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
+  renderer.setPixelRatio(antialias ? Math.min(window.devicePixelRatio || 1, 2) : 1);
   renderer.setClearColor(BACKGROUND, 1);
 
   const scene = new T.Scene();
@@ -104,6 +126,9 @@
     drawOverlays();
     if (!firstFrameDone && state.objects.length) {
       firstFrameDone = true;
+      // wait for the frame to be drawn, not just queued (reading one pixel back does)
+      const gl = renderer.getContext();
+      gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));
       timings.firstFrameMs = performance.now();
     }
   }
@@ -947,6 +972,9 @@
         selected: state.selected ? state.selected.name : null,
         visible: state.objects.filter((o) => o.mesh.visible).map((o) => o.name),
         webgl2: renderer.getContext() instanceof WebGL2RenderingContext,
+        renderer: gpu.name,
+        software: gpu.software,
+        antialias,
         background: BACKGROUND,
         scaleBar: scaleBar(),
         pixelsPerMicron: pixelsPerMicron(),
