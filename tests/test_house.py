@@ -147,3 +147,11 @@ def test_training_recipes_take_their_data_from_a_flag_or_variable(monkeypatch) -
     monkeypatch.setenv("VEMCELL_DATA", "/nonexistent-data-root")
     with pytest.raises(VemcellError, match="not a folder"):
         dataset_dir("vnc_sstem")
+
+
+def test_a_card_int8_file_stays_in_the_folder_too(tmp_path: Path) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"")
+    card = {"name": "m", "classes": ["a", "b"], "onnx": "m.onnx", "onnx_int8": "/etc/passwd"}
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(VemcellError, match="onnx_int8"):
+        load_card(tmp_path / "m.json")

@@ -15,6 +15,7 @@ from typing import Any
 from vemcell.errors import VemcellError
 
 MESH_FORMATS = ("ply", "obj", "stl")
+PRECISIONS = ("auto", "fp32", "int8")
 
 #: The one-click animations (the add-on's ``core/animation.py`` keys each one).
 ANIMATIONS = ("turntable", "cut-sweep", "reveal", "flythrough")
@@ -42,6 +43,7 @@ class RunOptions:
     separate_cells: str = "auto"
     foreground: str = "auto"
     threads: int | None = None
+    precision: str = "auto"  # the model's float or INT8 weights (auto: INT8 on CPUs if shipped)
 
     def validate(self) -> RunOptions:
         """Raise :class:`VemcellError` (one sentence) on a value no run can use; returns self."""
@@ -53,6 +55,8 @@ class RunOptions:
             raise VemcellError(f"--decimate must be a fraction in [0, 1), not {self.decimate}.")
         if self.smooth is not None and self.smooth < 0:
             raise VemcellError(f"--smooth must be 0 or more iterations, not {self.smooth}.")
+        if self.precision not in PRECISIONS:
+            raise VemcellError(f"--precision must be auto, fp32 or int8, not {self.precision!r}.")
         return self
 
     def segmentation_kwargs(self) -> dict[str, Any]:
@@ -64,6 +68,7 @@ class RunOptions:
             "denoise": self.denoise,
             "tta": self.tta,
             "min_size": self.min_size,
+            "precision": self.precision,
         }
 
     def to_arguments(self) -> list[str]:
@@ -90,6 +95,8 @@ class RunOptions:
         args += ["--cells", self.separate_cells, "--foreground", self.foreground]
         if self.threads is not None:
             args += ["--threads", str(int(self.threads))]
+        if self.precision != "auto":
+            args += ["--precision", self.precision]
         return args
 
 

@@ -141,7 +141,7 @@ def run(
                 vol.data = vol.array()
         # resolved once for the whole volume, so every single-cell crop is cut the same way
         seg_opt = replace(opt, directions=segment.resolve_directions(opt.directions, vol, card))
-        seg = segment.Segmenter(card, threads=opt.threads)
+        seg = segment.Segmenter(card, threads=opt.threads, precision=opt.precision)
         provider = _provider(opt, card)
         instances, cells_report = None, {"separated": False, "reason": "turned off"}
         if provider not in (None, "unet"):
@@ -314,6 +314,7 @@ def _report(
             "working_shape_zyx": list(seg_result.working_shape),
             "directions": seg_result.directions,
             "execution_providers": seg_result.providers,
+            "precision": seg_result.precision,
             "min_size_um3": seg_result.min_size_um3,
             "specks_removed": seg_result.specks_removed,
         },

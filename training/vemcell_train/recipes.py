@@ -546,6 +546,7 @@ def score_cmerolae6(
     seed0: int = 7000,
     voxel_nm: float = CMEROLAE_VOXEL_NM,
     whole_cells: bool = False,
+    precision: str = "auto",
 ) -> dict:
     """Score a model on fresh synthetic volumes, one per cell-cycle stage, 1 and 3 directions.
 
@@ -561,7 +562,7 @@ def score_cmerolae6(
     from vemcell.segmentation.segment import Segmenter
 
     card = load_card(model)
-    seg = Segmenter(card, threads=2)
+    seg = Segmenter(card, threads=2, precision=precision)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for stage in range(1, 6):
@@ -601,6 +602,43 @@ def score_cmerolae6(
     return summary
 
 
+#: Seeds of the INT8 calibration volumes: never used for training (0..) or scoring (7000..).
+INT8_CALIBRATION_SEEDS = range(9100, 9106)
+
+
+def quantise_cmerolae6(model: Path) -> Path:
+    """INT8 weights for ``model`` beside it (``<name>_int8.onnx``) and the card's ``onnx_int8``.
+
+    Calibrated on XY, XZ and YZ slices of six synthetic volumes (one per cell-cycle stage and
+    one more) with seeds no training or scoring uses, normalised as the card says.
+    """
+    from vemcell.cards.card import load_card, write_card
+    from vemcell.segmentation import preprocess
+    from vemcell_train.onnx_export import quantise_int8
+
+    card = load_card(model)
+    slices = []
+    for k, seed in enumerate(INT8_CALIBRATION_SEEDS):
+        r = scoring_volume(k % 5 + 1, seed, (64, 160, 160), CMEROLAE_VOXEL_NM, False)
+        img = preprocess.normalise(r.image, **card.normalisation)
+        slices += [img[::16], img[:, ::40].transpose(1, 0, 2), img[:, :, ::40].transpose(2, 0, 1)]
+    calib = np.concatenate([s.reshape(-1, *s.shape[-2:])[:, :64, :64] for s in slices])
+    out = card.onnx_path.with_name(f"{card.onnx_path.stem}_int8.onnx")
+    quantise_int8(card.onnx_path, out, calib.astype(np.float32))
+    data = json.loads(card.path.read_text(encoding="utf-8"))
+    data["onnx_int8"] = out.name
+    data["int8"] = {
+        "method": "onnxruntime static quantisation, QOperator, per-channel INT8 weights, UINT8 "
+        "activations, MinMax calibration",
+        "calibration": f"{len(calib)} slices (64x64 crops in XY, XZ and YZ) of six synthetic "
+        f"volumes, seeds {INT8_CALIBRATION_SEEDS.start}-{INT8_CALIBRATION_SEEDS.stop - 1}",
+        "reproduce": f"python -m vemcell_train.recipes int8-cmerolae6 OUT --model {model}",
+    }
+    write_card(data, card.path)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and {card.path}", file=sys.stderr)
+    return out
+
+
 def score_cmerolae6_repeats(
     model: Path,
     out_dir: Path,
@@ -609,6 +647,7 @@ def score_cmerolae6_repeats(
     voxel_nm: float,
     repeats: int,
     whole_cells: bool = False,
+    precision: str = "auto",
 ) -> dict:
     """:func:`score_cmerolae6` ``repeats`` times (seeds ``seed0``, ``seed0 + 100``, ...), each in
     ``out_dir/sSEED``, and the per-class means over all 5 × ``repeats`` volumes.
@@ -620,7 +659,8 @@ def score_cmerolae6_repeats(
         raise VemcellError(f"--repeats must be at least 1, not {repeats}.")
     seeds = [seed0 + 100 * r for r in range(repeats)]
     runs = [
-        score_cmerolae6(model, out_dir / f"s{s}", shape, s, voxel_nm, whole_cells) for s in seeds
+        score_cmerolae6(model, out_dir / f"s{s}", shape, s, voxel_nm, whole_cells, precision)
+        for s in seeds
     ]
     means: dict = {}
     for key, d in (("iou_3_directions", 3), ("iou_1_direction", 1)):
@@ -650,7 +690,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vemcell_train.recipes")
     p.add_argument(
         "recipe",
-        choices=["cmerolae6", "score-cmerolae6", "plastid", "score-plastid", "vnc5", "score-vnc5"],
+        choices=[
+            "cmerolae6",
+            "score-cmerolae6",
+            "int8-cmerolae6",
+            "plastid",
+            "score-plastid",
+            "vnc5",
+            "score-vnc5",
+        ],
     )
     p.add_argument("out", type=Path, help="run directory (score: the directory for the tables)")
     p.add_argument("--model", type=Path, help="score-*: the ONNX model to score")
@@ -700,6 +748,12 @@ def main(argv: list[str] | None = None) -> int:
         help="plastid/vnc5: one more training pair, e.g. vemcell pseudolabel output (repeatable)",
     )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "int8"],
+        default="auto",
+        help="score-cmerolae6: the float or the INT8 weights (auto: INT8 where the card has them)",
+    )
     args = p.parse_args(argv)
     serial = args.recipe.removeprefix("score-") in ("plastid", "vnc5")
     cfg = TrainConfig(directions=1) if serial else TrainConfig()
@@ -715,14 +769,17 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{args.recipe} needs --model")
     if args.extra and not serial:
         p.error("--extra adds serial-section pairs to the plastid and vnc5 recipes only")
+    if args.recipe == "int8-cmerolae6":
+        quantise_cmerolae6(args.model or Path("models/cmerolae6.onnx"))
+        return 0
     voxel = args.voxel_nm or VOXEL_NM[args.recipe.removeprefix("score-")]
     if args.recipe == "score-cmerolae6":
         shape, whole = tuple(args.shape), args.whole_cells
         if args.repeats == 1:
-            score_cmerolae6(args.model, args.out, shape, args.seed0, voxel, whole)
+            score_cmerolae6(args.model, args.out, shape, args.seed0, voxel, whole, args.precision)
         else:
             score_cmerolae6_repeats(
-                args.model, args.out, shape, args.seed0, voxel, args.repeats, whole
+                args.model, args.out, shape, args.seed0, voxel, args.repeats, whole, args.precision
             )
         return 0
     if args.recipe == "score-plastid":

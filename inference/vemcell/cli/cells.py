@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from vemcell.cells import separate as cells
-from vemcell.cli.info import add_directions_argument, add_threads_argument, add_voxel_argument
+from vemcell.cli.arguments import add_directions_argument, add_threads_argument, add_voxel_argument
 from vemcell.errors import VemcellError
 from vemcell.io.volumes import read_volume, write_tiff
 from vemcell.progress import Progress

@@ -10,7 +10,7 @@ import argparse
 import importlib.util
 from pathlib import Path
 
-from vemcell.cli.info import add_threads_argument
+from vemcell.cli.arguments import add_threads_argument
 from vemcell.progress import Progress
 
 HELP = "run the whole pipeline and render on the built-in sample volume"

@@ -12,9 +12,10 @@ import json
 from typing import Any
 
 from vemcell.cards.card import resolve_model
-from vemcell.cli.info import (
+from vemcell.cli.arguments import (
     add_directions_argument,
     add_min_size_argument,
+    add_precision_argument,
     add_threads_argument,
     add_tta_argument,
 )
@@ -39,6 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--voxel-size", nargs=3, type=float, metavar=("Z", "Y", "X"), help="override, in nm"
     )
     add_threads_argument(p)
+    add_precision_argument(p)
     p.add_argument(
         "--per-slice",
         action="store_true",
@@ -65,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             label_map=args.label_map,
             voxel_size_nm=args.voxel_size,
             threads=args.threads,
+            precision=args.precision,
             progress=progress,
             tta=args.tta,
             min_size=min_size,

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from vemcell.cli.info import add_voxel_argument
+from vemcell.cli.arguments import add_voxel_argument
 from vemcell.errors import VemcellError
 from vemcell.options import MESH_FORMATS
 from vemcell.progress import Progress

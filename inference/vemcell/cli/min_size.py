@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vemcell.cards.card import resolve_model
-from vemcell.cli.info import add_directions_argument, add_threads_argument, add_tta_argument
+from vemcell.cli.arguments import add_directions_argument, add_threads_argument, add_tta_argument
 from vemcell.errors import VemcellError
 from vemcell.evaluation.min_size import default_sizes, tune_min_size
 from vemcell.evaluation.score import read_pair

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from vemcell.cli.info import add_voxel_argument
+from vemcell.cli.arguments import add_voxel_argument
 from vemcell.progress import Progress
 
 HELP = "restore the sections between those imaged every K-th (Z step / K), as a TIFF stack"

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 
-from vemcell.cli.info import (
+from vemcell.cli.arguments import (
     add_directions_argument,
     add_min_size_argument,
+    add_precision_argument,
     add_threads_argument,
     add_tta_argument,
     add_voxel_argument,
@@ -50,6 +51,7 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
     add_threads_argument(
         p, help="onnxruntime threads, and meshing processes in run (default: all cores)"
     )
+    add_precision_argument(p)
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -113,4 +115,5 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         separate_cells=getattr(args, "separate_cells", default.separate_cells),
         foreground=getattr(args, "foreground", default.foreground),
         threads=args.threads,
+        precision=args.precision,
     ).validate()

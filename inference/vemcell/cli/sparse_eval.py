@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from vemcell.cli.info import add_directions_argument, add_voxel_argument
+from vemcell.cli.arguments import add_directions_argument, add_voxel_argument
 from vemcell.errors import VemcellError
 from vemcell.progress import Progress
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vemcell.cli.info import add_voxel_argument
+from vemcell.cli.arguments import add_voxel_argument
 from vemcell.errors import VemcellError
 from vemcell.progress import Progress
 

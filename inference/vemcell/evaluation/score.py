@@ -118,6 +118,7 @@ def evaluate(
     min_size: dict[str, float] | None = None,
     per_slice: bool = False,
     offsets: bool = True,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Segment ``image_path`` with ``card``'s model and score it against ``labels_path``.
 
@@ -139,6 +140,7 @@ def evaluate(
         segmenter=segmenter,
         tta=tta,
         min_size=min_size,
+        precision=precision,
     )
     seconds = time.perf_counter() - t0
     report = score(result.labels, truth, card, vol.voxel_size_nm, per_slice, offsets)
@@ -151,6 +153,7 @@ def evaluate(
             "median": median,
             "tta": tta,
             "min_size_um3": result.min_size_um3,
+            "precision": result.precision,
             "seconds": round(seconds, 2),
             "voxels": int(np.prod(vol.shape)),
             "unlabelled_voxels": int(np.count_nonzero(truth == UNLABELLED)),

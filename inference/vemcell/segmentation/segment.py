@@ -21,6 +21,7 @@ from scipy import ndimage
 from vemcell.cards.card import ModelCard
 from vemcell.errors import VemcellError
 from vemcell.io.volumes import Volume
+from vemcell.options import PRECISIONS
 from vemcell.progress import Progress
 from vemcell.segmentation import preprocess
 
@@ -55,6 +56,21 @@ def choose_providers(available: Sequence[str]) -> list[str]:
     if "CPUExecutionProvider" not in providers:
         providers.append("CPUExecutionProvider")
     return providers
+
+
+def choose_precision(precision: str, card: ModelCard, providers: Sequence[str]) -> str:
+    """``int8`` where the card ships INT8 weights and the CPU runs them (``auto``), else ``fp32``.
+
+    A GPU runs the float model: its INT8 path needs calibration of its own (TensorRT).
+    """
+    if precision not in PRECISIONS:
+        raise VemcellError(f"--precision must be auto, fp32 or int8, not {precision!r}.")
+    on_cpu = list(providers) == ["CPUExecutionProvider"]
+    if precision == "int8" and card.int8_path is None:
+        raise VemcellError(f"Model {card.name} has no INT8 weights; use --precision fp32.")
+    if precision == "auto":
+        return "int8" if card.int8_path is not None and on_cpu else "fp32"
+    return precision
 
 
 def session_options(threads: int | None = None) -> Any:
@@ -101,6 +117,8 @@ class Segmenter:
     batch_size : int
         Tiles per inference call. One at a time is fastest on CPUs: a 256² slice's activations
         stay in cache (batches of 8 measured 1.4-1.9× slower per slice; docs/benchmarks.md).
+    precision : {"auto", "fp32", "int8"}
+        Which weights to run (:func:`choose_precision`).
     tile : int, optional
         Largest square predicted in one piece. The network is fully convolutional, so whole
         slices up to :data:`WHOLE_SLICE` pixels are predicted at once (no overlapping tiles to
@@ -114,6 +132,7 @@ class Segmenter:
         threads: int | None = None,
         batch_size: int = 1,
         tile: int | None = None,
+        precision: str = "auto",
     ) -> None:
         import onnxruntime as ort
 
@@ -122,9 +141,11 @@ class Segmenter:
         d = card.divisor
         self.tile = max(d, d * (int(tile or max(card.tile, WHOLE_SLICE)) // d))
         self.providers = choose_providers(ort.get_available_providers())
+        self.precision = choose_precision(precision, card, self.providers)
+        path = card.int8_path if self.precision == "int8" else card.onnx_path
         try:
             self.session = ort.InferenceSession(
-                str(card.onnx_path), sess_options=session_options(threads), providers=self.providers
+                str(path), sess_options=session_options(threads), providers=self.providers
             )
         except Exception as exc:
             raise VemcellError(
@@ -437,6 +458,7 @@ class SegmentResult:
     working_voxel_nm: tuple[float, float, float]
     working_shape: tuple[int, int, int]
     providers: list[str] = field(default_factory=list)
+    precision: str = "fp32"
     probabilities_note: str = ""
     directions: int = 3
     # with segment(confidence=True): the chosen class's fused probability, uint8 (255 = certain)
@@ -505,13 +527,15 @@ def segment(
     tta: bool = False,
     confidence: bool = False,
     min_size: Mapping[str, float] | None = None,
+    precision: str = "auto",
 ) -> SegmentResult:
     """The whole organelle segmentation of a volume: preprocess, predict, map labels back.
 
     ``directions="auto"`` picks 3 or 1 with :func:`auto_directions`; the result says which.
     ``tta`` averages each slice's 8 rotations and mirror images. ``confidence`` also returns
     how probable the chosen class is at each voxel (what :mod:`vemcell.cli.pseudolabel`
-    thresholds); it always takes the soft-majority path described next.
+    thresholds); it always takes the soft-majority path described next. ``precision`` picks
+    the float or INT8 weights (:func:`choose_precision`) when no ``segmenter`` is given.
 
     When the model works on a coarser grid than the data, the fused class probabilities are
     interpolated to the data's grid and the most probable class taken there, so boundaries fall
@@ -524,7 +548,7 @@ def segment(
     """
     sizes = dict(card.min_size_um3 if min_size is None else min_size)
     directions = resolve_directions(directions, volume, card)
-    seg = segmenter or Segmenter(card, threads=threads)
+    seg = segmenter or Segmenter(card, threads=threads, precision=precision)
     work, work_voxel = prepare(volume, card, denoise, directions)
     working_shape = tuple(int(s) for s in work.shape)
     certainty = None
@@ -567,6 +591,7 @@ def segment(
         working_voxel_nm=work_voxel,
         working_shape=working_shape,  # type: ignore[arg-type]
         providers=list(seg.providers),
+        precision=seg.precision,
         directions=directions,
         confidence=certainty if confidence else None,
         min_size_um3=sizes,

@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from vemcell.cards.card import _color
-from vemcell.cli.info import add_directions_argument
+from vemcell.cli.arguments import add_directions_argument
 from vemcell.errors import VemcellError
 
 
