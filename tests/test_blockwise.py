@@ -338,5 +338,27 @@ def test_blockwise_refuses_what_it_cannot_do(setup, tmp_path):
     (foreign / "notes.txt").write_text("mine")
     with pytest.raises(VemcellError, match="not a vemcell run"):
         run_blockwise(setup["volume"], foreign, setup["options"], workers=1)
+    with pytest.raises(VemcellError, match="leaves each"):
+        run_blockwise(setup["volume"], tmp_path / "c", setup["options"], memory_limit="100MB")
     with pytest.raises(VemcellError, match="--block"):
         run_blockwise(setup["volume"], tmp_path / "b", setup["options"], block=(4, 4, 4))
+
+
+def test_cli_goes_blockwise_when_the_volume_does_not_fit(setup, tmp_path, capsys, monkeypatch):
+    from vemcell.blockwise import route
+    from vemcell.cli.main import main
+
+    vol = setup["volume"]
+    assert route.choose_route(vol) == (False, "fits in memory")
+    assert route.choose_route(vol, memory_limit="1MB")[0] is True
+    monkeypatch.setattr(route, "BYTES_PER_VOXEL", 10_000)  # as if it were 8 GB in memory
+    out = tmp_path / "run"
+    args = ["run", str(vol), "--out", str(out), "--model", str(setup["card"]), "--threads", "1"]
+    rc = main([*args, "--memory-limit", "4GB", "--block", "32", "48", "64", "--progress", "json"])
+    assert rc == 0, capsys.readouterr().err
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    assert any(x["message"] == "segment: block 8/8" for x in lines)
+    assert lines[-1]["stage"] == "result"
+    report = json.loads((out / "report.json").read_text())
+    assert report["mode"] == "blockwise" and report["blockwise"]["workers"] == 2
+    assert_equal_to_memory(setup, out)

@@ -17,6 +17,10 @@ from typing import Any
 from vemcell.blockwise.plan import Work, ledgered
 from vemcell.errors import VemcellError
 
+#: Least memory a worker is given: a 256³ segmentation block with a 32-voxel halo holds about
+#: 0.6 GB (six classes), and dask pauses a worker at 80 % of its limit.
+MIN_WORKER_MEMORY = 1_000_000_000
+
 
 @contextlib.contextmanager
 def connect(
@@ -56,6 +60,12 @@ def connect(
                 f"--memory-limit must be a size such as 6GB, not {memory_limit!r}."
             ) from None
         per_worker = int(total) // n
+        if per_worker < MIN_WORKER_MEMORY:
+            raise VemcellError(
+                f"--memory-limit {memory_limit} leaves each of the {n} workers "
+                f"{per_worker / 1e6:.0f} MB; a worker needs at least "
+                f"{MIN_WORKER_MEMORY / 1e9:g} GB (fewer workers or smaller --block)."
+            )
     cluster = LocalCluster(
         n_workers=n,
         threads_per_worker=1,
@@ -123,7 +133,9 @@ class Runner:
                     f"A {stage} task failed on a worker ({type(exc).__name__}: {exc})."
                 ) from exc
             if self.progress is not None:
-                self.progress.update(done / max(1, total), f"{stage}: {label} {done}/{total}")
+                self.progress.update(
+                    done / max(1, total), f"{stage}: {label} {done}/{total}", force=done == total
+                )
         self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - t0, 3)
         return results
 

@@ -147,7 +147,7 @@ def run_blockwise(
 
     with connect(workers, scheduler, memory_limit) as client:
         runner = Runner(client, work, prog)
-        dashboard = getattr(client, "dashboard_link", None)
+        dashboard = _dashboard(client)
         n_workers = len(client.scheduler_info().get("workers", {}))
         with prog.stage("read", f"{len(blocks)} blocks on {n_workers} workers"):
             if dashboard:
@@ -644,6 +644,15 @@ def _scenes(objects: list[dict]) -> list[tuple[str, list[dict]]]:
     return [("scene.glb", scene)] + [
         (f"cells/{cell_prefix(c, width)}.glb", per_cell[c]) for c in sorted(per_cell)
     ]
+
+
+def _dashboard(client: Any) -> str | None:
+    """The dask dashboard's address (served only when bokeh is installed)."""
+    try:
+        import bokeh  # noqa: F401
+    except ImportError:
+        return None
+    return getattr(client, "dashboard_link", None)
 
 
 def _workers_peak(client: Any) -> dict[str, float]:

@@ -6,17 +6,109 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vemcell.cli.run_options import add_run_arguments, options_from_args
+from vemcell.cli.segment import add_segmentation_arguments
 from vemcell.progress import Progress
 
+if TYPE_CHECKING:
+    from vemcell.pipeline import RunOptions
+
 HELP = "the whole pipeline: labels, cells, meshes, measurements and report in one folder"
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of the whole pipeline (shared with ``demo``)."""
+    add_segmentation_arguments(p)
+    p.add_argument(
+        "--smooth",
+        type=int,
+        metavar="N",
+        help="Taubin smoothing iterations (default: 20 × the voxel anisotropy, at most 80)",
+    )
+    p.add_argument(
+        "--decimate",
+        type=float,
+        default=0.5,
+        metavar="R",
+        help="fraction of mesh faces to remove (0 keeps all; default 0.5)",
+    )
+    p.add_argument("--format", choices=["ply", "obj", "stl"], default="ply", dest="mesh_format")
+    p.add_argument(
+        "--cells",
+        choices=["auto", "on", "off"],
+        default="auto",
+        dest="separate_cells",
+        help="separate cells (auto: when the volume holds more than one)",
+    )
+    p.add_argument(
+        "--foreground",
+        choices=["auto", "sam", "unet", "threshold"],
+        default="auto",
+        help="how cells are told from resin when separating them",
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("volume", help="TIFF stack, folder of slices, MRC file or Zarr store")
     p.add_argument("--out", required=True, help="run folder to write (replaced atomically)")
     add_run_arguments(p)
+    add_blockwise_arguments(p)
+
+
+def add_blockwise_arguments(p: argparse.ArgumentParser) -> None:
+    """Where and how a volume larger than memory runs (``vemcell.blockwise``)."""
+    g = p.add_argument_group(
+        "volumes larger than memory",
+        "runs blockwise on dask.distributed when asked, or when the volume does not fit the "
+        "memory budget; small volumes run in memory as before",
+    )
+    g.add_argument(
+        "--workers", type=int, metavar="N", help="run blockwise on N local worker processes"
+    )
+    g.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run blockwise on the dask scheduler at ADDRESS (tcp://host:8786)",
+    )
+    g.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="memory budget, e.g. 6GB (default: 80%% of the free memory); split between workers",
+    )
+    g.add_argument(
+        "--block",
+        type=int,
+        nargs=3,
+        metavar=("Z", "Y", "X"),
+        help="block size of a blockwise run in voxels (default 256 256 256)",
+    )
+
+
+def options_from_args(args: argparse.Namespace) -> RunOptions:
+    """RunOptions from parsed arguments."""
+    from vemcell.cards.card import resolve_model
+    from vemcell.pipeline import RunOptions
+    from vemcell.segmentation.segment import parse_min_size
+
+    return RunOptions(
+        model=args.model,
+        directions=args.directions,
+        median=args.median,
+        fuse=args.fuse,
+        denoise=args.denoise,
+        tta=args.tta,
+        min_size=parse_min_size(args.min_size, resolve_model(args.model))
+        if args.min_size
+        else None,
+        voxel_size_nm=tuple(args.voxel_size) if args.voxel_size else None,
+        smooth=args.smooth,
+        decimate=args.decimate,
+        mesh_format=args.mesh_format,
+        separate_cells=args.separate_cells,
+        foreground=args.foreground,
+        threads=args.threads,
+    )
 
 
 def print_summary(report: dict, out: Path) -> None:
@@ -29,6 +121,14 @@ def print_summary(report: dict, out: Path) -> None:
         print(f"cells       {cells['cells']} (foreground: {cells['foreground']})")
     print(f"meshes      {report['meshes']} in {out / 'scene.glb'}")
     print(f"time        {t['total']:.1f} s, peak memory {report['peak_rss_mb']:.0f} MB")
+    if report.get("mode") == "blockwise":
+        bw = report["blockwise"]
+        print(
+            f"blockwise   {bw['blocks']} blocks of {'×'.join(map(str, bw['block_zyx']))} on "
+            f"{bw['workers']} workers; labels.ome.zarr, cells.ome.zarr, neuroglancer/"
+        )
+        if bw.get("dashboard"):
+            print(f"dashboard   {bw['dashboard']}")
     for note in report.get("notes", []):
         print(f"note        {note}")
 
@@ -37,11 +137,47 @@ def run(args: argparse.Namespace) -> int:
     from vemcell.pipeline import STAGES
     from vemcell.pipeline import run as run_pipeline
 
-    prog = Progress(args.progress, STAGES)
-    report = run_pipeline(args.volume, args.out, options_from_args(args), progress=prog)
+    options = options_from_args(args)
+    report = _run_blockwise(args, options)
+    if report is None:  # fits in memory: the one in-memory pipeline, unchanged
+        prog = Progress(args.progress, STAGES)
+        report = run_pipeline(args.volume, args.out, options, progress=prog)
     if args.progress == "json":
         sys.stdout.write(json.dumps({"stage": "result", "fraction": 1.0, "message": args.out}))
         sys.stdout.write("\n")
     else:
         print_summary(report, Path(args.out))
     return 0
+
+
+def _run_blockwise(args: argparse.Namespace, options: object) -> dict | None:
+    """The blockwise run's report, or None when the volume runs in memory."""
+    from vemcell.blockwise.route import choose_route
+
+    workers = getattr(args, "workers", None)
+    scheduler = getattr(args, "scheduler", None)
+    memory_limit = getattr(args, "memory_limit", None)
+    block = getattr(args, "block", None)
+    blockwise, why = choose_route(
+        args.volume,
+        tuple(args.voxel_size) if args.voxel_size else None,
+        workers=workers,
+        scheduler=scheduler,
+        memory_limit=memory_limit,
+    )
+    if not blockwise:
+        return None
+    from vemcell.blockwise.run import STAGES, run_blockwise
+
+    if args.progress != "json":
+        print(f"blockwise   {why}", file=sys.stderr)
+    return run_blockwise(
+        args.volume,
+        args.out,
+        options,  # type: ignore[arg-type]
+        workers=workers,
+        scheduler=scheduler,
+        memory_limit=memory_limit,
+        block=tuple(block) if block else None,
+        progress=Progress(args.progress, STAGES),
+    )
