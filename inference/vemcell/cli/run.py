@@ -6,47 +6,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from vemcell.cli.segment import add_segmentation_arguments
+from vemcell.cli.run_options import add_run_arguments, options_from_args
 from vemcell.progress import Progress
 
-if TYPE_CHECKING:
-    from vemcell.pipeline import RunOptions
-
 HELP = "the whole pipeline: labels, cells, meshes, measurements and report in one folder"
-
-
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """Options of the whole pipeline (shared with ``demo``)."""
-    add_segmentation_arguments(p)
-    p.add_argument(
-        "--smooth",
-        type=int,
-        metavar="N",
-        help="Taubin smoothing iterations (default: 20 × the voxel anisotropy, at most 80)",
-    )
-    p.add_argument(
-        "--decimate",
-        type=float,
-        default=0.5,
-        metavar="R",
-        help="fraction of mesh faces to remove (0 keeps all; default 0.5)",
-    )
-    p.add_argument("--format", choices=["ply", "obj", "stl"], default="ply", dest="mesh_format")
-    p.add_argument(
-        "--cells",
-        choices=["auto", "on", "off"],
-        default="auto",
-        dest="separate_cells",
-        help="separate cells (auto: when the volume holds more than one)",
-    )
-    p.add_argument(
-        "--foreground",
-        choices=["auto", "sam", "unet", "threshold"],
-        default="auto",
-        help="how cells are told from resin when separating them",
-    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,32 +46,6 @@ def add_blockwise_arguments(p: argparse.ArgumentParser) -> None:
         nargs=3,
         metavar=("Z", "Y", "X"),
         help="block size of a blockwise run in voxels (default 256 256 256)",
-    )
-
-
-def options_from_args(args: argparse.Namespace) -> RunOptions:
-    """RunOptions from parsed arguments."""
-    from vemcell.cards.card import resolve_model
-    from vemcell.pipeline import RunOptions
-    from vemcell.segmentation.segment import parse_min_size
-
-    return RunOptions(
-        model=args.model,
-        directions=args.directions,
-        median=args.median,
-        fuse=args.fuse,
-        denoise=args.denoise,
-        tta=args.tta,
-        min_size=parse_min_size(args.min_size, resolve_model(args.model))
-        if args.min_size
-        else None,
-        voxel_size_nm=tuple(args.voxel_size) if args.voxel_size else None,
-        smooth=args.smooth,
-        decimate=args.decimate,
-        mesh_format=args.mesh_format,
-        separate_cells=args.separate_cells,
-        foreground=args.foreground,
-        threads=args.threads,
     )
 
 
