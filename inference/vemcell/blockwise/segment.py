@@ -39,14 +39,14 @@ def volume(path: str, voxel: tuple[float, float, float]) -> Any:
     return _CACHE[key]
 
 
-def segmenter(model: str | None, threads: int | None) -> Any:
+def segmenter(model: str | None, threads: int | None, precision: str = "auto") -> Any:
     """The onnxruntime session of the model (one per worker process)."""
-    key = ("segmenter", model, threads)
+    key = ("segmenter", model, threads, precision)
     if key not in _CACHE:
         from vemcell.cards.card import resolve_model
         from vemcell.segmentation.segment import Segmenter
 
-        _CACHE[key] = Segmenter(resolve_model(model), threads=threads or 1)
+        _CACHE[key] = Segmenter(resolve_model(model), threads=threads or 1, precision=precision)
     return _CACHE[key]
 
 
@@ -147,6 +147,7 @@ class SegmentJob:
     voxel: tuple[float, float, float]
     model: str | None
     threads: int | None
+    precision: str
     scaling: Scaling
     directions: int
     fuse: str
@@ -169,7 +170,7 @@ def segment_block(block: Block, job: SegmentJob) -> int:
     image = job.scaling.apply(np.asarray(vol.data[outer]))
     if job.denoise == "median":
         image = ndimage.median_filter(image, size=3)
-    seg = segmenter(job.model, job.threads)
+    seg = segmenter(job.model, job.threads, job.precision)
     inner = block.inner_in(outer)
     m = [k // 2 for k in job.median_box]
     region = tuple(
