@@ -459,6 +459,14 @@ def test_clicking_an_organelle_shows_its_measurements(viewer, scene):
     m = obj["measurements"]
     assert obj["name"] in text and "volume (µm³)" in text and "sphericity" in text
     assert f"{m['volume_um3']:.4g}" in text.replace(",", "")
+    # a name in the list selects too; clicking empty space clears the selection
+    first = viewer.driver.find_element(By.CSS_SELECTOR, "#tree .object .name")
+    first.click()
+    assert viewer.call("return v.state().selected;") == scene["objects"][0]["name"]
+    ActionChains(viewer.driver).move_to_element_with_offset(
+        canvas, -w // 2 + 3, -h // 2 + 3
+    ).click().perform()
+    assert viewer.call("return v.state().selected;") is None and not info.is_displayed()
 
 
 def test_keyboard_shortcuts_and_help(viewer):

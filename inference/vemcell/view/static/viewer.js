@@ -216,6 +216,7 @@
   async function embeddedBytes(id) {
     const text = $(id).textContent.trim();
     if (!text) return null;
+    if (typeof Uint8Array.fromBase64 === 'function') return Uint8Array.fromBase64(text);
     const response = await fetch('data:application/octet-stream;base64,' + text);
     return new Uint8Array(await response.arrayBuffer());
   }
@@ -292,6 +293,9 @@
       const material = new T.MeshStandardMaterial({
         color: colorOf(data.color), roughness: 0.62, metalness: 0.0, side: T.DoubleSide,
         clippingPlanes: clipping,
+        // translucent and two-sided in one pass, not two: both sides have the class colour, so
+        // the blend hardly depends on the order, and the biggest meshes (cells) cost half
+        forceSinglePass: true,
       });
       const mesh = new T.Mesh(geometry, material);
       mesh.name = data.name;
@@ -641,16 +645,22 @@
       const list = document.createElement('div');
       list.className = 'objects';
       for (const obj of cell.objects) {
-        const l = document.createElement('label');
+        // the checkbox shows or hides; the name selects (and shows the measurements)
+        const row = document.createElement('div');
+        row.className = 'object';
         const b = document.createElement('input');
         b.type = 'checkbox'; b.checked = true;
+        b.title = `show ${obj.name}`;
         b.addEventListener('change', () => { obj.on = b.checked; updateVisibility(); syncTree(); });
         const short = obj.name.includes('/') ? obj.name.split('/').slice(1).join('/') : obj.name;
-        l.append(b, swatch(obj.data.color), short);
-        l.title = obj.name;
-        l.addEventListener('dblclick', (e) => { e.preventDefault(); select(obj); });
-        list.append(l);
-        obj.label = l; obj.checkbox = b;
+        const name = document.createElement('span');
+        name.className = 'name';
+        name.textContent = short;
+        name.title = `${obj.name}: click for its measurements`;
+        name.addEventListener('click', () => select(state.selected === obj ? null : obj));
+        row.append(b, swatch(obj.data.color), name);
+        list.append(row);
+        obj.label = row; obj.checkbox = b;
       }
       div.append(head, list);
       tree.append(div);
