@@ -139,7 +139,7 @@ def decode_mesh(
 def pack_meshes(
     meshes: Sequence[tuple[np.ndarray, np.ndarray]],
     finest_voxel_um: float | None = None,
-    level: int = 9,
+    level: int = 6,
 ) -> PackedMeshes:
     """Encode every (vertices, faces) pair into one gzip stream (order kept)."""
     if not meshes:

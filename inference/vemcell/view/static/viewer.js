@@ -597,6 +597,7 @@
   function buildPanel() {
     const run = manifest.run || {};
     const bits = [];
+    if (run.input) bits.push(run.input);
     if (run.model) bits.push(`model ${run.model}`);
     if (run.voxel_size_nm_zyx) bits.push(`voxels ${run.voxel_size_nm_zyx.map((v) => fmt(v, 3)).join(' × ')} nm (z y x)`);
     bits.push(`${manifest.objects.length} objects`);
