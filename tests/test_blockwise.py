@@ -362,3 +362,26 @@ def test_cli_goes_blockwise_when_the_volume_does_not_fit(setup, tmp_path, capsys
     report = json.loads((out / "report.json").read_text())
     assert report["mode"] == "blockwise" and report["blockwise"]["workers"] == 2
     assert_equal_to_memory(setup, out)
+
+
+def test_lazy_readers_read_regions_like_the_whole_volume(tmp_path):
+    from vemcell.io.lazy import open_lazy
+    from vemcell.io.volumes import read_volume
+
+    a = np.random.default_rng(3).integers(0, 255, (6, 20, 24), dtype=np.uint8)
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for z in range(a.shape[0]):
+        tifffile.imwrite(folder / f"s{z}.tif", a[z])
+    tifffile.imwrite(tmp_path / "packed.tif", a, compression="zlib")
+    write_tiff(tmp_path / "plain.tif", a, (5.0, 4.0, 4.0))
+    box = (slice(1, 5), slice(3, 17), slice(2, 23))
+    for path in (folder, tmp_path / "packed.tif", tmp_path / "plain.tif"):
+        vol = open_lazy(path)
+        assert vol.shape == a.shape
+        assert np.array_equal(np.asarray(vol.data[box]), a[box]), path
+    assert (
+        open_lazy(tmp_path / "plain.tif").voxel_size_nm
+        == read_volume(tmp_path / "plain.tif").voxel_size_nm
+        == (5.0, 4.0, 4.0)
+    )
