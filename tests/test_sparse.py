@@ -309,3 +309,58 @@ def test_other_errors_are_one_sentence(tmp_path, capsys):
     _one_line_error(capsys, ["video", str(src), "--out", str(tmp_path / "o.mp4"), "--frames", "x"])
     _one_line_error(capsys, ["sparse-eval", str(src), "--factors", "4"])  # too few sections
     _one_line_error(capsys, ["sparse-eval", str(src), "--factors", "2", "--crop", "0:9"])
+
+
+# --- the learned method ---------------------------------------------------------------------
+
+
+def _zero_residual_model(folder, factor: int):
+    """A z-restoration ONNX whose residual is 0 (so it must give the linear fill)."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    w = numpy_helper.from_array(np.zeros((1, 2, 1, 1), np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["planes", "W"], ["residual"])],
+        "zero",
+        [helper.make_tensor_value_info("planes", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        [helper.make_tensor_value_info("residual", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+        initializer=[w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    save(model, folder / "z.onnx")
+    card = {"format": "vemcell-zrestore/1", "factor": factor, "divisor": 8, "step_nm": 10.0}
+    (folder / "z.json").write_text(json.dumps(card))
+    return folder / "z.onnx"
+
+
+def test_learned_method_runs_its_onnx_on_both_plane_directions(tmp_path):
+    kept = _blobs(4, 40)
+    model = _zero_residual_model(tmp_path, 3)
+    out = sparse.reconstruct(kept, 3, "learned", model=str(model))
+    lin = sparse.reconstruct(kept, 3, "linear")
+    assert out.shape == lin.shape and out.dtype == kept.dtype
+    assert np.array_equal(out[::3], kept)
+    assert np.abs(out.astype(int) - lin).max() <= 1
+    with pytest.raises(VemcellError, match="trained for factor 3"):
+        sparse.reconstruct(kept, 2, "learned", model=str(model))
+    with pytest.raises(VemcellError, match="needs a model"):
+        sparse.reconstruct(kept, 2, "learned")
+
+
+def test_learned_training_planes_restore_rows_of_the_sections():
+    pytest.importorskip("torch")
+    from vemcell_train.zrestore import PlaneSampler, linear_fill, resample_rows
+
+    sec = np.random.default_rng(0).random((64, 48)).astype(np.float32)
+    assert resample_rows(sec, 5.0, 20.0).shape == (16, 48)  # 5 nm pixels to 20 nm rows
+    planes = np.arange(2 * 9 * 4, dtype=np.float32).reshape(2, 9, 4) ** 1.0
+    filled = linear_fill(planes, 4)
+    assert np.array_equal(filled[:, ::4], planes[:, ::4])
+    assert np.allclose(filled[:, 2], (planes[:, 0] + planes[:, 4]) / 2)
+    sampler = PlaneSampler(np.stack([sec, sec]), 10.0, 10.0, 2, rows=17, cols=32, seed=0)
+    x, target, weight = sampler.batch(4)
+    assert x.shape == (4, 2, 24, 32) and target.shape == (4, 1, 24, 32)
+    assert weight[:, 0, 0:17:2].sum() == 0 and weight[:, 0, 1:17:2].all()
+    assert weight[:, 0, 17:].sum() == 0

@@ -19,15 +19,21 @@ HELP = "restore the sections between those imaged every K-th (Z step / K), as a 
 
 
 def add_method_arguments(p: argparse.ArgumentParser) -> None:
-    """``--factor`` and ``--method`` (shared with ``vemcell video --sparse``)."""
-    from vemcell.sparse import METHODS
+    """``--method`` and ``--learned-model``."""
+    from vemcell.sparse import IMAGE_METHODS
 
     p.add_argument(
         "--method",
-        choices=list(METHODS),
+        choices=list(IMAGE_METHODS),
         default="flow",
         help="flow: optical flow both ways, warped and blended (default); linear: "
-        "distance-weighted average of the two neighbours; nearest: copy the nearest kept section",
+        "distance-weighted average of the two neighbours; nearest: copy the nearest kept "
+        "section; learned: a z-restoration network trained on the stack (--learned-model)",
+    )
+    p.add_argument(
+        "--learned-model",
+        metavar="M.onnx",
+        help="z-restoration model for --method learned (python -m vemcell_train.zrestore)",
     )
 
 
@@ -67,13 +73,16 @@ def run(args: argparse.Namespace) -> int:
         )
     t0 = time.perf_counter()
     with prog.stage("reconstruct", f"restoring sections ({args.method}, factor {k})"):
-        full = sparse.reconstruct(vol.array(), k, args.method, progress=prog)
+        full = sparse.reconstruct(
+            vol.array(), k, args.method, progress=prog, model=args.learned_model
+        )
     seconds = time.perf_counter() - t0
     info = {
         "vemcell": "reconstruct/1",
         "source": vol.path,
         "factor": k,
         "method": args.method,
+        "learned_model": args.learned_model,
         "kept_sections": f"every {k}-th, from section 0",
         "source_voxel_size_nm_zyx": list(vol.voxel_size_nm),
         "seconds": round(seconds, 3),

@@ -44,7 +44,7 @@ def parse_crop(spec: str | None, shape: tuple[int, ...]) -> tuple[slice, ...] | 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from vemcell.sparse import METHODS
+    from vemcell.sparse import IMAGE_METHODS
 
     p.add_argument("volume", help="a full stack (every section imaged)")
     p.add_argument("--labels", help="ground-truth labels of the same shape (optional)")
@@ -56,9 +56,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--methods",
         nargs="+",
-        choices=[m for m in METHODS if m != "nearest"],
+        choices=[m for m in IMAGE_METHODS if m != "nearest"],
         default=["linear", "flow"],
         help="image-route methods (nearest, the baseline, is always measured)",
+    )
+    p.add_argument(
+        "--learned-model",
+        action="append",
+        default=[],
+        metavar="K=M.onnx",
+        help="the z-restoration model of factor K for --methods learned (repeatable; train it "
+        "on the kept sections only: python -m vemcell_train.zrestore --keep-every K)",
     )
     p.add_argument("--no-shape", action="store_true", help="leave out the shape route")
     p.add_argument(
@@ -80,6 +88,19 @@ def run(args: argparse.Namespace) -> int:
     from vemcell.sparse.evaluate import chart, sparse_eval, table
 
     factors = [check_factor(k) for k in args.factors]
+    learned = {}
+    for item in args.learned_model:
+        key, sep, path = item.partition("=")
+        if not sep or not path:
+            raise VemcellError(f"--learned-model takes K=M.onnx, not {item!r}.")
+        learned[check_factor(key)] = path
+    if "learned" in args.methods:
+        missing = [k for k in factors if k not in learned]
+        if missing:
+            raise VemcellError(
+                f"--methods learned needs a model for factor {missing[0]} (--learned-model "
+                f"{missing[0]}=M.onnx)."
+            )
     card = resolve_model(args.model)
     mapping = parse_label_map(args.label_map)
     prog = Progress(args.progress, [("read", 2), ("measure", 98)])
@@ -112,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             directions=args.directions,
             scored_classes=args.classes,
             progress=prog,
+            learned_models=learned,
         )
     name = args.name or Path(args.volume).parent.name or Path(args.volume).stem
     report = {

@@ -1,6 +1,7 @@
 """Sparse sections: a full-resolution stack (or its organelle shapes) from every K-th one."""
 
 from vemcell.sparse.core import (
+    IMAGE_METHODS,
     METHODS,
     check_factor,
     check_memory,
@@ -14,6 +15,7 @@ from vemcell.sparse.image import interpolate_pair, reconstruct
 from vemcell.sparse.shape import shape_interpolate
 
 __all__ = [
+    "IMAGE_METHODS",
     "METHODS",
     "check_factor",
     "check_memory",

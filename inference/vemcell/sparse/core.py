@@ -19,6 +19,8 @@ from vemcell.errors import VemcellError
 # image-route methods: "nearest" (copy the nearest kept section, the baseline to beat),
 # "linear" (distance-weighted average of the two neighbours), "flow" (motion-compensated)
 METHODS = ("nearest", "linear", "flow")
+# and "learned": a z-restoration network trained on the stack itself (needs its model)
+IMAGE_METHODS = (*METHODS, "learned")
 
 
 def check_factor(value: Any) -> int:

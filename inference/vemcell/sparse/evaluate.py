@@ -25,7 +25,7 @@ from vemcell.errors import VemcellError
 from vemcell.evaluation.metrics import iou_per_class
 from vemcell.io.volumes import Volume
 from vemcell.progress import advance
-from vemcell.sparse.core import METHODS, check_factor, check_sections
+from vemcell.sparse.core import IMAGE_METHODS, check_factor, check_sections
 from vemcell.sparse.image import reconstruct
 from vemcell.sparse.shape import shape_interpolate
 
@@ -118,12 +118,15 @@ def sparse_eval(
     scored_classes: Sequence[str] | None = None,
     progress: Any = None,
     segment_options: dict[str, Any] | None = None,
+    learned_models: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     """The sparse-section measurement of one full stack (see the module docstring).
 
     ``labels`` (class indices, 255 = not labelled) are optional; without them IoU is scored
     against the full stack's segmentation only. ``nearest`` is always measured as the baseline.
     ``scored_classes`` limits the IoU and count tables to some classes (e.g. ``membrane``).
+    ``learned_models`` maps a factor to its z-restoration model for the ``learned`` method
+    (trained on the kept sections only).
     """
     from vemcell.segmentation.segment import resolve_directions, segment
 
@@ -133,8 +136,8 @@ def sparse_eval(
     factors = [check_factor(k) for k in factors]
     methods = list(dict.fromkeys(["nearest", *methods]))
     for m in methods:
-        if m not in METHODS:
-            raise VemcellError(f"Unknown method {m!r}; choose from {', '.join(METHODS)}.")
+        if m not in IMAGE_METHODS:
+            raise VemcellError(f"Unknown method {m!r}; choose from {', '.join(IMAGE_METHODS)}.")
     if labels is not None and labels.shape != image.shape:
         raise VemcellError(
             f"The labels are {labels.shape} but the image is {image.shape}; they must match."
@@ -220,9 +223,11 @@ def sparse_eval(
         rows = []
         for m in methods:
             t0 = time.perf_counter()
-            restored = reconstruct(kept, k, m)
+            restored = reconstruct(kept, k, m, model=(learned_models or {}).get(k))
             t_restore = time.perf_counter() - t0
             row: dict[str, Any] = {"route": "image", "method": m}
+            if m == "learned":
+                row["model"] = str((learned_models or {}).get(k))
             row.update(_image_scores(full, restored, k, data_range))
             t0 = time.perf_counter()
             vol = Volume(data=restored, voxel_size_nm=voxel)  # type: ignore[arg-type]
@@ -350,4 +355,49 @@ def chart(
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
+    return out
+
+
+def merge_reports(reports: Sequence[dict[str, Any]], name: str | None = None) -> dict[str, Any]:
+    """Average several sparse-eval reports of the same model, factors and methods (e.g. one per
+    synthetic volume) into one: every number in a row is the mean over the reports that have
+    it (None where none has); the numbers of sections are summed."""
+    if not reports:
+        raise VemcellError("No reports to merge.")
+    if len(reports) == 1:
+        return dict(reports[0], **({"name": name} if name else {}))
+
+    def mean_of(values: list[Any]) -> Any:
+        present = [v for v in values if v is not None]
+        if not present:
+            return None
+        if all(isinstance(v, dict) for v in present):
+            keys = dict.fromkeys(k for v in present for k in v)
+            return {k: mean_of([v.get(k) for v in present]) for k in keys}
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+            return round(float(np.mean(present)), 4)
+        return present[0]
+
+    first = reports[0]
+    out = {key: first[key] for key in first if key != "factors"}
+    out["name"] = name or first.get("name")
+    out["merged_from"] = [r.get("name") or r.get("volume") for r in reports]
+    out["labels"] = all(r.get("labels") for r in reports)
+    out["factors"] = {}
+    for k in first["factors"]:
+        entries = [r["factors"][k] for r in reports if k in r["factors"]]
+        entry = {key: mean_of([e.get(key) for e in entries]) for key in entries[0] if key != "rows"}
+        for key in ("sections_used", "kept_sections", "dropped_sections"):
+            entry[key] = int(sum(e[key] for e in entries))
+        rows = []
+        for row in entries[0]["rows"]:
+            same = [
+                r
+                for e in entries
+                for r in e["rows"]
+                if (r["route"], r["method"]) == (row["route"], row["method"])
+            ]
+            rows.append({key: mean_of([r.get(key) for r in same]) for key in row})
+        entry["rows"] = rows
+        out["factors"][k] = entry
     return out

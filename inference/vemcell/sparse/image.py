@@ -17,7 +17,13 @@ import numpy as np
 
 from vemcell.errors import VemcellError
 from vemcell.progress import advance
-from vemcell.sparse.core import METHODS, check_factor, check_sections, output_sections
+from vemcell.sparse.core import (
+    IMAGE_METHODS,
+    METHODS,
+    check_factor,
+    check_sections,
+    output_sections,
+)
 
 
 def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -148,17 +154,29 @@ def reconstruct(
     method: str = "flow",
     progress: Any = None,
     out: np.ndarray | None = None,
+    model: str | None = None,
 ) -> np.ndarray:
     """Restore ``(n - 1)·K + 1`` sections from ``n`` sections imaged every ``factor``-th.
 
     Output section ``i·K`` is input section ``i`` bit for bit, and the dtype is kept (integers
     rounded and clipped). ``progress`` is a :class:`vemcell.progress.Progress`, a callable
     ``(fraction, message)`` or ``None``. ``out`` may be a preallocated array of the result's
-    shape and dtype (e.g. a memory map).
+    shape and dtype (e.g. a memory map). ``method="learned"`` needs ``model``, a
+    z-restoration ``.onnx`` with its card (:mod:`vemcell.sparse.learned`).
     """
     k = check_factor(factor)
-    if method not in METHODS:
-        raise VemcellError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    if method not in IMAGE_METHODS:
+        raise VemcellError(f"Unknown method {method!r}; choose one of {', '.join(IMAGE_METHODS)}.")
+    if method == "learned":
+        if model is None:
+            raise VemcellError("The learned method needs a model (--learned-model M.onnx).")
+        from vemcell.sparse.learned import restore_learned
+
+        restored = restore_learned(volume_array, k, model, progress=progress)
+        if out is not None:
+            out[...] = restored
+            return out
+        return restored
     arr = np.asarray(volume_array)
     if arr.ndim != 3:
         raise VemcellError(f"Restoring sections needs a 3D (Z, Y, X) stack, not shape {arr.shape}.")
