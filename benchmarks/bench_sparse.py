@@ -8,6 +8,8 @@ the best of ``--repeats`` rounds, the methods run in turn. Segmentation is not t
 (``vemcell sparse-eval`` reports it per method).
 
     .venv/bin/python benchmarks/bench_sparse.py [--repeats 3] [--factor 4] [--size 256]
+
+writes docs/sparse/bench_sparse.json.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def main() -> None:
     ap.add_argument("--factor", type=int, default=4)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--sections", type=int, default=64, help="intervals of the result")
-    ap.add_argument("--out", default=str(HERE / "results" / "bench_sparse.json"))
+    ap.add_argument("--out", default=str(HERE.parent / "docs" / "sparse" / "bench_sparse.json"))
     args = ap.parse_args()
     k, n_out = args.factor, args.sections + 1
     synth = generate((n_out, args.size, args.size), seed=7)
