@@ -67,22 +67,28 @@ def centres(shape):
 
 
 def paint(box, cells):
-    """Intensities (uint8) of one box: resin 0.1, cytoplasm 0.5, mitochondria 0.65, nucleus 0.9."""
-    z, y, x = np.ogrid[box[0], box[1], box[2]]
+    """Intensities (uint8) of one box: resin 0.1, cytoplasm 0.5, mitochondria 0.65, nucleus 0.9.
+
+    Each cell is painted only inside its bounding box (everything it paints lies there).
+    """
     img = np.full(tuple(s.stop - s.start for s in box), 0.1, np.float32)
     lo = np.array([s.start for s in box])
     hi = np.array([s.stop for s in box])
     for k, c in enumerate(cells):
-        if np.any(c + RADIUS < lo) or np.any(c - RADIUS >= hi):
+        a = np.maximum(c - RADIUS, lo)
+        b = np.minimum(c + RADIUS + 1, hi)
+        if np.any(a >= b):
             continue
+        z, y, x = np.ogrid[a[0] : b[0], a[1] : b[1], a[2] : b[2]]
+        sub = img[tuple(slice(i - o, j - o) for i, j, o in zip(a, b, lo, strict=True))]
         d2 = (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2
-        img[d2 < RADIUS**2] = 0.5
-        img[d2 < 25**2] = 0.9
+        sub[d2 < RADIUS**2] = 0.5
+        sub[d2 < 25**2] = 0.9
         rng = np.random.default_rng(k)
         for _ in range(3):  # mitochondria: ellipsoids 10 × 10 × 30 voxels
             m = c + rng.integers(-40, 41, 3)
             e = ((z - m[0]) / 10.0) ** 2 + ((y - m[1]) / 10.0) ** 2 + ((x - m[2]) / 30.0) ** 2
-            img[(e < 1) & (d2 > 30**2) & (d2 < (RADIUS - 8) ** 2)] = 0.65
+            sub[(e < 1) & (d2 > 30**2) & (d2 < (RADIUS - 8) ** 2)] = 0.65
     noise = np.random.default_rng(int(lo.sum())).normal(0, 0.02, img.shape).astype(np.float32)
     return (np.clip(img + noise, 0, 1) * 255).astype(np.uint8)
 
