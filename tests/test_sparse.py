@@ -48,6 +48,15 @@ def test_restored_stack_keeps_the_kept_sections_and_dtype(method, dtype, factor)
     assert out.min() >= lo - 1 and out.max() <= hi + 1  # nothing invented outside the range
 
 
+def test_restore_volume_divides_the_z_step():
+    from vemcell.io.volumes import Volume
+
+    vol = Volume(data=_blobs(3, 32), voxel_size_nm=(60.0, 5.0, 5.0), path="s.tif")
+    full = sparse.restore_volume(vol, 3, "linear")
+    assert full.shape == (7, 32, 32) and full.voxel_size_nm == (20.0, 5.0, 5.0)
+    assert np.array_equal(full.data[::3], vol.data) and full.path == "s.tif"
+
+
 def test_linear_is_the_distance_weighted_average():
     a = np.zeros((8, 8), np.float32)
     b = np.full((8, 8), 100.0, np.float32)

@@ -46,6 +46,27 @@ class _Relay:
             self.fn(fraction, message)
 
 
+def restore_volume(
+    volume: Volume,
+    factor: int,
+    method: str = "flow",
+    progress: Any = None,
+    model: str | None = None,
+) -> Volume:
+    """The sparse ``volume`` restored to every section, as a :class:`Volume` whose Z step is
+    the input's divided by ``factor`` (what the pipeline segments on the image route)."""
+    k = check_factor(factor)
+    full = reconstruct(volume.array(), k, method, progress=progress, model=model)
+    return Volume(
+        data=full,
+        voxel_size_nm=sparse_voxel_size(volume.voxel_size_nm, k),
+        voxel_size_source=volume.voxel_size_source,
+        path=volume.path,
+        format=volume.format,
+        notes=[*volume.notes, f"restored from every {k}-th section ({method})"],
+    )
+
+
 def image_route(
     volume: Volume,
     card: ModelCard,
@@ -57,17 +78,9 @@ def image_route(
     """Restore the missing sections, then segment; returns (restored image, SegmentResult)."""
     from vemcell.segmentation.segment import segment
 
-    k = check_factor(factor)
-    full = reconstruct(volume.array(), k, method, progress=_sub(progress, 0.0, 0.2))
-    restored = Volume(
-        data=full,
-        voxel_size_nm=sparse_voxel_size(volume.voxel_size_nm, k),
-        voxel_size_source=volume.voxel_size_source,
-        path=volume.path,
-        format=volume.format,
-    )
+    restored = restore_volume(volume, factor, method, progress=_sub(progress, 0.0, 0.2))
     result = segment(restored, card, progress=_Relay(_sub(progress, 0.2, 1.0)), **segment_options)
-    return full, result
+    return restored.data, result
 
 
 def shape_route(
