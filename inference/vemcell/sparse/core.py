@@ -106,12 +106,15 @@ def check_memory(
 
     ``shape`` is the sparse stack's (Z, Y, X); the result holds ``(Z - 1)·K + 1`` sections of
     ``itemsize`` bytes (plus ``extra_bytes_per_voxel`` of working state per output voxel, e.g.
-    labels beside an image). Working buffers of a few float32 sections come on top.
+    labels beside an image). The sparse stack itself and a few float32 working sections come
+    on top.
     ``available`` defaults to the system's available memory (psutil).
     """
     n, h, w = (int(s) for s in shape)
     n_out = output_sections(n, factor)
-    need = n_out * h * w * (itemsize + extra_bytes_per_voxel) + 16 * h * w * 4
+    # the result, the sparse stack it comes from, and a few float32 working sections
+    need = n_out * h * w * (itemsize + extra_bytes_per_voxel) + n * h * w * itemsize
+    need += 16 * h * w * 4
     if available is None:
         import psutil
 
