@@ -33,10 +33,19 @@ def test_cmerolae6_reproduces_card_iou_on_stage_1(tmp_path):
     write_tiff(img, r.image, r.voxel_size_nm)
     write_tiff(lab, r.labels, r.voxel_size_nm)
     args = ["evaluate", "--model", str(MODEL), "--image", str(img), "--labels", str(lab)]
-    assert main([*args, "--directions", "1", "--threads", "2", "--json", str(rep)]) == 0
+    args += ["--directions", "1", "--threads", "2", "--json", str(rep)]
+    assert main([*args, "--precision", "fp32"]) == 0
     iou = json.loads(rep.read_text(encoding="utf-8"))["iou"]
     for name, value in want["iou"].items():
         if value is None:
             assert iou[name] is None, name
         else:
             assert iou[name] == pytest.approx(value, abs=2e-3), name
+    # what users get on a CPU: the INT8 weights, within the card's stated bound of the float ones
+    assert main(args) == 0
+    int8 = json.loads(rep.read_text(encoding="utf-8"))
+    assert int8["precision"] == "int8"
+    bound = 0.005  # the accuracy bar the INT8 weights were shipped under (see the card)
+    for name, value in iou.items():
+        if value is not None:
+            assert int8["iou"][name] == pytest.approx(value, abs=bound), name

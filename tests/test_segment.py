@@ -482,3 +482,26 @@ def test_whole_slices_are_predicted_in_one_piece(band_card):
     seg._run = lambda x: calls.append(x.shape) or run(x)
     seg.predict_slices(np.random.default_rng(3).random((2, 300, 200), dtype=np.float32))
     assert calls == [(1, 1, 304, 208)] * 2
+
+
+def test_precision_int8_where_the_card_ships_it_and_the_cpu_runs_it(band_card, tmp_path):
+    from dataclasses import replace
+
+    cpu, gpu = ["CPUExecutionProvider"], ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with_int8 = replace(band_card, int8_path=tmp_path / "m_int8.onnx")
+    assert segment.choose_precision("auto", with_int8, cpu) == "int8"
+    assert segment.choose_precision("auto", with_int8, gpu) == "fp32"
+    assert segment.choose_precision("fp32", with_int8, cpu) == "fp32"
+    assert segment.choose_precision("auto", band_card, cpu) == "fp32"
+    with pytest.raises(VemcellError, match="no INT8 weights"):
+        segment.choose_precision("int8", band_card, cpu)
+    with pytest.raises(VemcellError, match="--precision"):
+        segment.choose_precision("fp16", band_card, cpu)
+
+
+def test_the_default_model_runs_its_int8_weights_on_cpus(monkeypatch):
+    monkeypatch.setenv("VEMCELL_PROVIDERS", "cpu")
+    card = resolve_model(None)
+    assert card.int8_path is not None and card.int8_path.parent == card.onnx_path.parent
+    assert segment.Segmenter(card, threads=1).precision == "int8"
+    assert segment.Segmenter(card, threads=1, precision="fp32").precision == "fp32"
