@@ -520,7 +520,10 @@ def _separate(
     else:
         coarse_shape, steps = plan.shape, 0
     wv = tuple(float(x) for x in v * np.asarray(plan.shape) / np.asarray(coarse_shape))
-    cplan = Plan.make(coarse_shape, plan.block)
+    # coarse blocks cover about one full-resolution block each, so a task reads no more
+    cplan = Plan.make(
+        coarse_shape, tuple(max(8, int(b // k)) for b, k in zip(plan.block, f, strict=True))
+    )
     coarse = work.create("coarse-mask", np.uint8, coarse_shape, cplan.block)
     runner.map("cells-zoom", bcells.coarse_block, cplan.blocks, plan, coarse_shape, source, coarse)
     cids = work.create("coarse-cells", np.uint16, coarse_shape, cplan.block)
