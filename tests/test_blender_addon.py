@@ -586,6 +586,9 @@ def test_one_click_build_on_embedded_sample(core, clean_scene):
     classes = {o["vemcell_class"] for o in objs}
     assert classes & {"cytoplasm", "nucleus", "plastid", "mitochondrion", "peroxisome"}
     assert all("volume_um3" in o for o in objs)
+    timings = dict(core["scene"].run_timings(scene))  # what the Timings panel lists
+    assert {"segment", "mesh", "total"} <= set(timings) and timings["total"] > 0
+    assert list(timings)[-1] == "total"
 
 
 def test_drop_tiff_sets_input_and_voxel_size(addon, core, clean_scene, fake_run, tmp_path):

@@ -196,6 +196,9 @@ def import_run_dir(
     root["vemcell_input"] = volume
     if voxel is not None:
         root["vemcell_voxel_size_nm"] = list(voxel)
+    timings = {k: float(v) for k, v in (report.get("timings_s") or {}).items() if _numeric(v)}
+    if timings:
+        root["vemcell_timings_s"] = timings
     scene.collection.children.link(root)
 
     cell_colls: dict[Any, bpy.types.Collection] = {}
@@ -261,6 +264,17 @@ def coloured_by_cell(scene: bpy.types.Scene) -> set[str]:
         and obj.data.materials[0] is not None
         and obj.data.materials[0].get(materials.CELL_TAG) is not None
     }
+
+
+def run_timings(scene: bpy.types.Scene) -> list[tuple[str, float]]:
+    """The imported run's seconds per pipeline stage (report.json's ``timings_s``), in order."""
+    root = find_root(scene)
+    if root is None or "vemcell_timings_s" not in root:
+        return []
+    timings = root["vemcell_timings_s"].to_dict()
+    total = timings.pop("total", None)
+    rows = [(k, float(v)) for k, v in timings.items()]
+    return [*rows, ("total", float(total))] if total is not None else rows
 
 
 def bounds(objects: list[bpy.types.Object]) -> tuple[np.ndarray, np.ndarray]:

@@ -96,6 +96,23 @@ class VEMCELL_PT_measurements(_Base, bpy.types.Panel):
                 row.label(text=text)
 
 
+class VEMCELL_PT_timings(_Base, bpy.types.Panel):
+    bl_label = "Timings"
+    bl_parent_id = "VEMCELL_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}  # noqa: RUF012
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return bool(vscene.run_timings(context.scene))
+
+    def draw(self, context: bpy.types.Context) -> None:
+        col = self.layout.column(align=True)
+        for stage, seconds in vscene.run_timings(context.scene):
+            row = col.row()
+            row.label(text=stage)
+            row.label(text=f"{seconds:.1f} s")
+
+
 class VEMCELL_PT_cuts(_Base, bpy.types.Panel):
     bl_label = "Cut planes"
     bl_parent_id = "VEMCELL_PT_main"
@@ -164,6 +181,7 @@ CLASSES = (
     VEMCELL_PT_main,
     VEMCELL_PT_display,
     VEMCELL_PT_measurements,
+    VEMCELL_PT_timings,
     VEMCELL_PT_cuts,
     VEMCELL_PT_render,
 )
