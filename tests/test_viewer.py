@@ -509,6 +509,27 @@ def test_screenshot_is_a_png_of_the_view_with_scale_bar(viewer):
     assert not bad, bad
 
 
+def test_page_without_the_volume_says_why(browser, page, run_dir, tmp_path):
+    moved = tmp_path / "run"
+    shutil.copytree(run_dir, moved)
+    report = json.loads((moved / "report.json").read_text())
+    report["input"]["path"] = str(tmp_path / "gone.tif")
+    (moved / "report.json").write_text(json.dumps(report))
+    other = Page(browser.driver, write_viewer(moved))
+    try:
+        assert not other.call("return v.state().emAvailable;")
+        note = other.call("return document.getElementById('em-note').textContent;")
+        assert "gone.tif was not found" in note
+        assert other.call("return document.getElementById('chk-em').disabled;")
+        other.call("v.setCut('z', 0.5); v.setEM(true);")  # asks for it anyway: no harm
+        assert other.pixels().std() > 1
+        bad = [e for e in browser.console() if e["level"] in ("SEVERE", "WARNING")]
+        assert not bad, bad
+    finally:
+        browser.driver.get(page.resolve().as_uri())
+        browser.call("await v.ready;")
+
+
 def test_docs_image_of_the_page(browser, page, tmp_path):
     """The README's picture: a cut through the cells with filled caps, a plastid selected.
 

@@ -20,6 +20,7 @@
   let resolveReady, rejectReady;
   const ready = new Promise((res, rej) => { resolveReady = res; rejectReady = rej; });
   ready.catch(() => {}); // reported on the page; a caller that awaits still sees the rejection
+  window.vemcellViewer = { ready }; // the whole hook once the page is set up; ready at once
 
   const timings = { start: performance.now() };
   const state = {
