@@ -281,6 +281,7 @@ class Page:
     def reset(self) -> None:
         self.call(
             "v.setCut('none', 0.5); v.setFlip(false); v.setCaps(true); v.setEM(false);"
+            "v.setOverlay(0.45);"
             "v.setOrtho(false); v.setView('home'); v.select(null);"
             "for (const n of v.objects()) v.setVisible(n, true);"
         )
@@ -433,6 +434,27 @@ def test_em_section_lies_on_the_cut(viewer):
     # moving the cut shows another section
     viewer.call("v.setCut('z', 0.3);")
     assert np.abs(viewer.pixels()[box][was_bg] - now).max(axis=1).mean() > 3
+
+
+def test_caps_cover_the_em_section_cleanly_on_a_free_cut(viewer, scene):
+    """Caps and the EM section share the plane: the caps must win everywhere, never flicker."""
+    from scipy.ndimage import binary_erosion
+
+    viewer.call("v.setOrtho(true); v.setView('home'); v.setCut([1, -1, 1], 0.5);")
+    plain = viewer.pixels()
+    best = None
+    for o in scene["objects"]:
+        if o["color"][3] == 1:
+            mask = np.abs(plain - _srgb8(o["color"])).max(axis=2) <= 3
+            if best is None or mask.sum() > best[1].sum():
+                best = (o, mask)
+    obj, mask = best
+    inside = binary_erosion(mask, iterations=2)
+    assert inside.sum() > 300, (obj["name"], inside.sum())
+    viewer.call("v.setEM(true); v.setOverlay(1);")
+    over_em = viewer.pixels()
+    same = np.abs(over_em[inside] - _srgb8(obj["color"])).max(axis=1) <= 3
+    assert same.mean() > 0.995, f"{(~same).sum()} of {inside.sum()} cap pixels show the EM"
 
 
 def test_clicking_an_organelle_shows_its_measurements(viewer, scene):

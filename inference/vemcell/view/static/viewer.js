@@ -177,7 +177,7 @@
     for (const cam of [persp, ortho]) cam.position.copy(c).addScaledVector(dir, dist);
     orthoHalfHeight = dist * Math.tan(half);
     ortho.zoom = 1;
-    persp.near = dist / 500; persp.far = dist * 20;
+    persp.near = dist / 100; persp.far = dist * 20;
     ortho.near = -dist * 20; ortho.far = dist * 20;
     persp.lookAt(c); ortho.lookAt(c);
     resize();
@@ -340,6 +340,12 @@
       obj.stencil[0].renderOrder = 10 + 3 * k;
       obj.stencil[1].renderOrder = 10 + 3 * k;
       obj.cap.renderOrder = 11 + 3 * k;
+      // every cap lies in the cut plane, like the EM section, but on its own square, so their
+      // depths differ by rounding: each cap is pulled a little towards the eye, a later one
+      // (an organelle, drawn after its cell) more, so none flickers against another or the EM
+      obj.capMaterial.polygonOffset = true;
+      obj.capMaterial.polygonOffsetFactor = -1;
+      obj.capMaterial.polygonOffsetUnits = -4 * (k + 1);
     });
     state.translucentOrder = 20 + 3 * order.length;
     for (const obj of state.objects) modelBounds.union(obj.box);
@@ -972,6 +978,7 @@
     setOpacity(name, value) { classNamed(name).opacity = T.MathUtils.clamp(Number(value), 0, 1); updateVisibility(); syncTree(); },
     setCaps(on) { state.caps = !!on; updateVisibility(); syncCutControls(); },
     setEM(on) { showEM(on); },
+    setOverlay(value) { state.overlay = T.MathUtils.clamp(Number(value), 0, 1); $('overlay-opacity').value = Math.round(state.overlay * 100); updateVisibility(); syncCutControls(); },
     setFlip(on) { state.cut.flip = !!on; applyCut(); },
     select(name) { select(name === null ? null : objectNamed(name)); },
     pick: (x, y) => pickAt(x, y),
