@@ -153,8 +153,18 @@
     controls.enableDamping = false;
     controls.zoomToCursor = true;
     controls.target.copy(target || centre);
-    controls.addEventListener('change', requestRender);
+    controls.addEventListener('change', () => { fitClipRange(); requestRender(); });
     controls.update();
+  }
+
+  /* Near and far planes follow the distance to the centre of rotation, so zooming far in does
+   * not cut the model open and depth keeps its precision (the caps rely on it). */
+  function fitClipRange() {
+    if (!controls || !camera.isPerspectiveCamera) return;
+    const d = camera.position.distanceTo(controls.target);
+    camera.near = Math.max(d / 100, 1e-6);
+    camera.far = Math.max(d * 20, d + 4 * radius);
+    camera.updateProjectionMatrix();
   }
 
   const VIEWS = {
