@@ -586,6 +586,11 @@ def test_one_click_build_on_embedded_sample(core, clean_scene):
     classes = {o["vemcell_class"] for o in objs}
     assert classes & {"cytoplasm", "nucleus", "plastid", "mitochondrion", "peroxisome"}
     assert all("volume_um3" in o for o in objs)
+    run_dir = Path(core["scene"].find_root(scene)["vemcell_run_dir"])
+    assert (run_dir / "viewer.html").is_file()  # every run writes its browser page
+    (run_dir / "viewer.html").unlink()  # "Open in browser" on an older run writes it on demand
+    assert bpy.ops.vemcell.open_in_browser(open_page=False) == {"FINISHED"}
+    assert (run_dir / "viewer.html").stat().st_size > 100_000
     timings = dict(core["scene"].run_timings(scene))  # what the Timings panel lists
     assert {"segment", "mesh", "total"} <= set(timings) and timings["total"] > 0
     assert list(timings)[-1] == "total"

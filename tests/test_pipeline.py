@@ -47,7 +47,8 @@ def test_run_writes_the_whole_run_folder(tmp_path, band_model, capsys):
     args = ["run", str(vol), "--out", str(out), "--model", str(band_model), "--threads", "1"]
     rc = main([*args, "--tta"])
     assert rc == 0, capsys.readouterr().err
-    for name in ("labels.tif", "scene.glb", "scene.json", "measurements.csv", "report.json"):
+    names = ("labels.tif", "scene.glb", "scene.json", "measurements.csv", "report.json")
+    for name in (*names, "viewer.html"):
         assert (out / name).is_file(), name
     labels = read_volume(out / "labels.tif", kind="labels")
     assert labels.voxel_size_nm == (20.0, 20.0, 20.0)
@@ -57,7 +58,16 @@ def test_run_writes_the_whole_run_folder(tmp_path, band_model, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["name"] == "band"
     assert report["parameters"]["tta"] is True
-    assert set(report["timings_s"]) >= {"read", "segment", "mesh", "measure", "write", "total"}
+    assert set(report["timings_s"]) >= {"read", "segment", "mesh", "measure", "write", "viewer"}
+    assert report["timings_s"]["total"] >= sum(
+        v for k, v in report["timings_s"].items() if k != "total"
+    )
+    assert report["parameters"]["viewer"] is True
+    assert main([*args, "--no-viewer"]) == 0
+    assert not (out / "viewer.html").exists()
+    assert (out / "scene.glb").is_file()
+    report = json.loads((out / "report.json").read_text())
+    assert "viewer" not in report["timings_s"]
     assert report["peak_rss_mb"] > 0
     assert "missing" not in report["versions"].values(), report["versions"]
     assert report["input"]["voxel_size_source"] == "metadata"

@@ -324,3 +324,17 @@ def run_sync(
         discard(job_dir)
         raise BackendError("The backend finished but wrote no scene.json.")
     return run_dir
+
+
+def viewer_page(run_dir: str | os.PathLike, python: str = "") -> Path:
+    """The run folder's ``viewer.html``, written by the backend (``vemcell view``) if missing.
+
+    Runs written with ``--no-viewer`` or before the viewer existed get their page on demand.
+    """
+    page = Path(run_dir) / "viewer.html"
+    if not page.is_file():
+        args = ["view", str(run_dir), "--out", str(page), "--no-open", "--progress", "json"]
+        BackendJob(args, backend_python(python), backend_env(python)).wait()
+        if not page.is_file():
+            raise BackendError("The backend finished but wrote no viewer.html.")
+    return page

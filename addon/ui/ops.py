@@ -214,6 +214,36 @@ class VEMCELL_OT_import_run(bpy.types.Operator):
         return {"RUNNING_MODAL"}
 
 
+class VEMCELL_OT_open_in_browser(bpy.types.Operator):
+    """Open the result as one page in the web browser: rotate, scale and slice it there, or send
+    the file to a colleague (it needs nothing installed)"""
+
+    bl_idname = "vemcell.open_in_browser"
+    bl_label = "Open in browser"
+
+    open_page: bpy.props.BoolProperty(default=True, options={"HIDDEN", "SKIP_SAVE"})  # type: ignore[valid-type]
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        root = vscene.find_root(context.scene)
+        return root is not None and bool(root.get("vemcell_run_dir"))
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        import webbrowser
+
+        run_dir = Path(vscene.find_root(context.scene)["vemcell_run_dir"])
+        python = pref.python_path(context)
+        try:
+            page = backend.viewer_page(run_dir, python)
+        except backend.BackendError as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        if self.open_page:
+            webbrowser.open(page.resolve().as_uri())
+        self.report({"INFO"}, f"vemcell: {page}")
+        return {"FINISHED"}
+
+
 class VEMCELL_OT_sample(bpy.types.Operator):
     """Use the small EM sample shipped with vemcell as the input volume"""
 
@@ -455,6 +485,7 @@ CLASSES = (
     VEMCELL_OT_build,
     VEMCELL_OT_cancel,
     VEMCELL_OT_import_run,
+    VEMCELL_OT_open_in_browser,
     VEMCELL_OT_sample,
     VEMCELL_OT_drop_volume,
     VEMCELL_FH_volume,

@@ -50,7 +50,9 @@ class VEMCELL_PT_main(_Base, bpy.types.Panel):
             row.operator("vemcell.build", icon="PLAY")
             if s.status:
                 layout.label(text=s.status)
-        layout.operator("vemcell.import_run", icon="IMPORT")
+        row = layout.row(align=True)
+        row.operator("vemcell.import_run", icon="IMPORT")
+        row.operator("vemcell.open_in_browser", icon="URL")
 
 
 class VEMCELL_PT_display(_Base, bpy.types.Panel):

@@ -44,6 +44,7 @@ class RunOptions:
     foreground: str = "auto"
     threads: int | None = None
     precision: str = "auto"  # the model's float or INT8 weights (auto: INT8 on CPUs if shipped)
+    viewer: bool = True  # write viewer.html, the model as one page for any browser
 
     def validate(self) -> RunOptions:
         """Raise :class:`VemcellError` (one sentence) on a value no run can use; returns self."""
@@ -97,6 +98,8 @@ class RunOptions:
             args += ["--threads", str(int(self.threads))]
         if self.precision != "auto":
             args += ["--precision", self.precision]
+        if not self.viewer:
+            args.append("--no-viewer")
         return args
 
 

@@ -36,6 +36,7 @@ STAGES = [
     ("mesh", 22.0),
     ("measure", 5.0),
     ("write", 3.0),
+    ("viewer", 2.0),
 ]
 
 
@@ -200,6 +201,14 @@ def run(
             )
         report = _report(vol, card, opt, seg_result, timer, t_start, cells_report, meshes)
         (tmp / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        if opt.viewer:  # the page reads the finished run folder, report.json included
+            from vemcell.view import write_viewer
+
+            with timer("viewer"), prog.stage("viewer", "writing the browser view"):
+                write_viewer(tmp)
+            report["timings_s"]["viewer"] = timer.seconds["viewer"]
+            report["timings_s"]["total"] = round(time.perf_counter() - t_start, 3)
+            (tmp / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     prog.done(f"wrote {Path(out)}")
     return report
 

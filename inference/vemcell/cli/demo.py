@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = {
         "labels": run_dir / "labels.tif",
         "scene": run_dir / "scene.glb",
+        "viewer": run_dir / "viewer.html",
         "measurements": run_dir / "measurements.csv",
         "report": run_dir / "report.json",
     }

@@ -58,6 +58,8 @@ def print_summary(report: dict, out: Path) -> None:
     if cells.get("separated"):
         print(f"cells       {cells['cells']} (foreground: {cells['foreground']})")
     print(f"meshes      {report['meshes']} in {out / 'scene.glb'}")
+    if (out / "viewer.html").is_file():
+        print(f"viewer      {out / 'viewer.html'} (opens in any browser)")
     print(f"time        {t['total']:.1f} s, peak memory {report['peak_rss_mb']:.0f} MB")
     if report.get("mode") == "blockwise":
         bw = report["blockwise"]

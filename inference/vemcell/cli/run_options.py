@@ -84,6 +84,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="how cells are told from resin when separating them",
     )
+    p.add_argument(
+        "--no-viewer",
+        dest="viewer",
+        action="store_false",
+        help="do not write viewer.html (the model as one page for any browser; vemcell view)",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
@@ -114,6 +120,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         mesh_format=getattr(args, "mesh_format", default.mesh_format),
         separate_cells=getattr(args, "separate_cells", default.separate_cells),
         foreground=getattr(args, "foreground", default.foreground),
+        viewer=getattr(args, "viewer", default.viewer),
         threads=args.threads,
         precision=args.precision,
     ).validate()
