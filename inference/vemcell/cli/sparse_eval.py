@@ -13,7 +13,11 @@ import json
 import sys
 from pathlib import Path
 
-from vemcell.cli.arguments import add_directions_argument, add_voxel_argument
+from vemcell.cli.arguments import (
+    add_directions_argument,
+    add_precision_argument,
+    add_voxel_argument,
+)
 from vemcell.errors import VemcellError
 from vemcell.progress import Progress
 
@@ -74,6 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--crop", metavar="Z0:Z1,Y0:Y1,X0:X1", help="measure a crop of the stack")
     add_directions_argument(p, "segment with 1 or 3 directions (the shape route always uses 1)")
+    add_precision_argument(p)
     add_voxel_argument(p)
     p.add_argument("--json", help="write the full report to this JSON file")
     p.add_argument("--chart", help="write a PNG chart of IoU relative to the real sections")
@@ -134,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             scored_classes=args.classes,
             progress=prog,
             learned_models=learned,
+            segment_options={"precision": args.precision},
         )
     name = args.name or Path(args.volume).parent.name or Path(args.volume).stem
     report = {

@@ -180,7 +180,8 @@ def sparse_eval(
         advance(progress, done / steps, msg)
 
     t0 = time.perf_counter()
-    ref_seg = segment(vol_full, card, directions=dirs, **opts).labels
+    ref_result = segment(vol_full, card, directions=dirs, **opts)
+    ref_seg = ref_result.labels
     seconds_full = time.perf_counter() - t0
     tick("segmented the full stack")
     report: dict[str, Any] = {
@@ -193,6 +194,7 @@ def sparse_eval(
         "scored_classes": [names[c] for c in scored],
         "counted_classes": [names[c] for c in counted],
         "directions": dirs,
+        "precision": getattr(ref_result, "precision", None),
         "shape_route_directions": 1,
         "labels": labels is not None,
         "full_stack_segment_seconds": round(seconds_full, 2),
