@@ -47,6 +47,7 @@ def _addon():
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The script's arguments; the pipeline's are ``vemcell run``'s own (imported from the
     backend, so load the add-on first: :func:`_addon` puts the backend on the path)."""
+    from vemcell.cli.arguments import add_render_arguments
     from vemcell.cli.run_options import add_run_arguments
     from vemcell.options import RENDER_ANIMATIONS
 
@@ -55,28 +56,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="Build (or load) a vemcell result and render an animation, headless.",
     )
     p.add_argument("input", help="EM volume, or a run folder written by 'vemcell run'")
-    p.add_argument("--out", required=True, help="output .mp4 or .png")
-    p.add_argument(
-        "--animation",
-        choices=(*RENDER_ANIMATIONS, NO_ANIMATION),
-        default="turntable",
-        help=f"{NO_ANIMATION}: render the scene as it is, nothing keyed",
-    )
-    p.add_argument("--engine", choices=["workbench", "cycles"], default="workbench")
-    p.add_argument("--frames", type=int, default=None, help="animation length (default 120)")
-    p.add_argument("--resolution", type=int, nargs=2, metavar=("W", "H"), default=(1280, 720))
-    p.add_argument("--samples", type=int, default=16, help="Cycles samples (final preset)")
-    p.add_argument("--cut", action="append", default=[], choices=["X", "Y", "Z", "FREE"])
-    p.add_argument("--em-slice", action="store_true", help="EM slice on the cut planes")
-    p.add_argument(
-        "--colour-by-cell",
-        action="append",
-        default=[],
-        metavar="CLASS",
-        help="give every cell its own colour for this class (repeatable), e.g. cytoplasm",
-    )
-    p.add_argument("--blend", help="also save the scene as this .blend")
-    p.add_argument("--glb", help="also export the (cut) scene as this .glb")
+    add_render_arguments(p, (*RENDER_ANIMATIONS, NO_ANIMATION))
     p.add_argument("--progress", choices=["json", "none", "text"], default="text")
     p.add_argument("--work", help="folder for the pipeline run (default: a temporary folder)")
     p.add_argument("--python", default="", help="Python that runs the backend")
@@ -84,8 +64,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not args.out.lower().endswith((".mp4", ".png")):
         p.error("--out must end in .mp4 or .png")
-    if args.frames is not None and args.frames < 1:
-        p.error("--frames must be at least 1")
     if min(args.resolution) < 4:
         p.error("--resolution must be at least 4 x 4")
     return args

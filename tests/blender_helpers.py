@@ -91,8 +91,9 @@ def make_fake_run(root: Path) -> Path:
         "classes": [{"name": k, "color": v} for k, v in colours.items()],
     }
     (run / "scene.json").write_text(json.dumps(manifest, indent=1))
+    timings = {"read": 0.1, "segment": 2.0, "cells": 0.3, "mesh": 0.5, "total": 3.0}
     (run / "report.json").write_text(
-        json.dumps({"input": str(volume), "voxel_size_nm": list(VOXEL_NM)})
+        json.dumps({"input": str(volume), "voxel_size_nm": list(VOXEL_NM), "timings_s": timings})
     )
     return run
 

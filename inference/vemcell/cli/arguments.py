@@ -79,3 +79,40 @@ def add_min_size_argument(p: argparse.ArgumentParser) -> None:
         help="give pieces of CLASS smaller than UM3 µm³ to the class around them (repeatable; "
         "CLASS=0 keeps every piece; 'off' drops the model card's sizes; default: the card's)",
     )
+
+
+def add_render_arguments(p: Any, animations: tuple[str, ...]) -> None:
+    """What to render and how: shared by ``vemcell render`` and the add-on's headless script."""
+    p.add_argument("--out", required=True, help="output .mp4 or .png")
+    p.add_argument("--animation", choices=animations, default="turntable")
+    p.add_argument(
+        "--engine",
+        choices=["workbench", "cycles"],
+        default="workbench",
+        help="preview (workbench) or final (cycles, denoised) preset",
+    )
+    p.add_argument("--frames", type=positive_int, help="animation length (default 120; 1 for PNG)")
+    p.add_argument(
+        "--resolution",
+        type=positive_int,
+        nargs=2,
+        metavar=("W", "H"),
+        default=(1280, 720),
+        help="picture size in pixels (default 1280 720)",
+    )
+    p.add_argument(
+        "--samples", type=positive_int, default=16, help="Cycles samples (default 16, denoised)"
+    )
+    p.add_argument("--blend", help="also save the Blender scene as this .blend")
+    p.add_argument("--glb", help="also export the (cut) scene as this .glb")
+    p.add_argument(
+        "--cut", action="append", default=[], choices=["X", "Y", "Z", "FREE"], help="cut plane"
+    )
+    p.add_argument("--em-slice", action="store_true", help="show the EM slice on cut planes")
+    p.add_argument(
+        "--colour-by-cell",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="one colour per cell for this class, e.g. cytoplasm for neurites (repeatable)",
+    )

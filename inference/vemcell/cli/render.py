@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vemcell.cli.arguments import add_render_arguments
 from vemcell.cli.run_options import add_run_arguments, options_from_args
 from vemcell.errors import VemcellError
 from vemcell.options import RENDER_ANIMATIONS
@@ -24,30 +25,7 @@ HELP = "render a run folder (or a volume, running the pipeline first) as a PNG o
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="run folder from 'vemcell run', or an EM volume to run first")
-    p.add_argument("--out", required=True, help="output .mp4 or .png")
-    p.add_argument("--animation", choices=RENDER_ANIMATIONS, default="turntable")
-    p.add_argument(
-        "--engine",
-        choices=["workbench", "cycles"],
-        default="workbench",
-        help="preview (workbench) or final (cycles, denoised) preset",
-    )
-    p.add_argument("--frames", type=int, help="animation length (default 120; 1 for PNG)")
-    p.add_argument("--resolution", type=int, nargs=2, metavar=("W", "H"), help="default 1280 720")
-    p.add_argument("--samples", type=int, help="Cycles samples (default 16, denoised)")
-    p.add_argument("--blend", help="also save the Blender scene as this .blend")
-    p.add_argument("--glb", help="also export the (cut) scene as this .glb")
-    p.add_argument(
-        "--cut", action="append", default=[], choices=["X", "Y", "Z", "FREE"], help="cut plane"
-    )
-    p.add_argument("--em-slice", action="store_true", help="show the EM slice on cut planes")
-    p.add_argument(
-        "--colour-by-cell",
-        action="append",
-        default=[],
-        metavar="CLASS",
-        help="one colour per cell for this class, e.g. cytoplasm for neurites (repeatable)",
-    )
+    add_render_arguments(p, RENDER_ANIMATIONS)
     p.add_argument("--blender", help="Blender executable (default: the bpy module of this Python)")
     p.add_argument("--run-dir", help="where to write the pipeline run for a volume input")
     add_run_arguments(p)
