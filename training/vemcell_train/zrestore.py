@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    from vemcell.cli.sparse_eval import parse_crop
+    from vemcell.sparse.core import parse_crop
 
     vol = read_volume(args.volume)
     arr = vol.array()

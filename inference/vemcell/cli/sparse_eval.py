@@ -24,29 +24,6 @@ from vemcell.progress import Progress
 HELP = "keep every K-th section of a full stack, restore the rest and score the dropped ones"
 
 
-def parse_crop(spec: str | None, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
-    """``"Z0:Z1,Y0:Y1,X0:X1"`` (any part may be empty, e.g. ``":,0:512,0:512"``) as slices."""
-    if not spec:
-        return None
-    parts = [p.strip() for p in spec.split(",")]
-    if len(parts) != 3:
-        raise VemcellError(f"--crop takes Z0:Z1,Y0:Y1,X0:X1 (three ranges), not {spec!r}.")
-    out = []
-    for part, n in zip(parts, shape, strict=True):
-        lo, sep, hi = part.partition(":")
-        try:
-            a = int(lo) if lo.strip() else 0
-            b = int(hi) if hi.strip() else n
-        except ValueError:
-            raise VemcellError(f"--crop range {part!r} is not START:STOP.") from None
-        if not sep and part:
-            raise VemcellError(f"--crop range {part!r} is not START:STOP.")
-        if not (0 <= a < b <= n):
-            raise VemcellError(f"--crop range {part!r} is outside the volume's 0..{n}.")
-        out.append(slice(a, b))
-    return tuple(out)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from vemcell.sparse import IMAGE_METHODS
 
@@ -90,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from vemcell.evaluation.metrics import apply_label_map, parse_label_map
     from vemcell.io.volumes import atomic_path, read_volume
     from vemcell.sparse import check_factor
+    from vemcell.sparse.core import parse_crop
     from vemcell.sparse.evaluate import chart, sparse_eval, table
 
     factors = [check_factor(k) for k in args.factors]

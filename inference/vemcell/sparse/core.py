@@ -23,6 +23,53 @@ METHODS = ("nearest", "linear", "flow")
 IMAGE_METHODS = (*METHODS, "learned")
 
 
+def cast_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float values back to a stack's dtype (rounded and clipped for integers)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    if dtype.kind == "b":
+        return values >= 0.5
+    return values.astype(dtype, copy=False)
+
+
+def linear_fill(arr: np.ndarray, factor: int) -> np.ndarray:
+    """The ``(n - 1)·K + 1`` sections of the ``linear`` method as float32 (no dtype cast)."""
+    arr = np.asarray(arr)
+    k = int(factor)
+    n = arr.shape[0]
+    out = np.empty((output_sections(n, k), *arr.shape[1:]), np.float32)
+    out[::k] = arr
+    for j in range(1, k):
+        t = j / k
+        out[j::k] = (1.0 - t) * arr[:-1].astype(np.float32) + t * arr[1:].astype(np.float32)
+    return out
+
+
+def parse_crop(spec: str | None, shape: Sequence[int]) -> tuple[slice, ...] | None:
+    """``"Z0:Z1,Y0:Y1,X0:X1"`` (any part may be empty, e.g. ``":,0:512,0:512"``) as slices."""
+    if not spec:
+        return None
+    parts = [p.strip() for p in spec.split(",")]
+    if len(parts) != 3:
+        raise VemcellError(f"--crop takes Z0:Z1,Y0:Y1,X0:X1 (three ranges), not {spec!r}.")
+    out = []
+    for part, n in zip(parts, shape, strict=True):
+        lo, sep, hi = part.partition(":")
+        if not sep and part:
+            raise VemcellError(f"--crop range {part!r} is not START:STOP.")
+        try:
+            a = int(lo) if lo.strip() else 0
+            b = int(hi) if hi.strip() else int(n)
+        except ValueError:
+            raise VemcellError(f"--crop range {part!r} is not START:STOP.") from None
+        if not (0 <= a < b <= n):
+            raise VemcellError(f"--crop range {part!r} is outside the volume's 0..{n}.")
+        out.append(slice(a, b))
+    return tuple(out)
+
+
 def check_factor(value: Any) -> int:
     """``value`` as a whole number of at least 2, or one sentence saying what is wrong."""
     k: int | None = None

@@ -20,20 +20,11 @@ from vemcell.progress import advance
 from vemcell.sparse.core import (
     IMAGE_METHODS,
     METHODS,
+    cast_to,
     check_factor,
     check_sections,
     output_sections,
 )
-
-
-def _cast(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """Float values back to the input's dtype (rounded and clipped for integers)."""
-    if dtype.kind in "ui":
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    if dtype.kind == "b":
-        return values >= 0.5
-    return values.astype(dtype, copy=False)
 
 
 class _FlowMaker:
@@ -192,7 +183,7 @@ def reconstruct(
     for i in range(n - 1):
         out[i * k] = arr[i]
         for j, sec in enumerate(interpolate_pair(arr[i], arr[i + 1], ts, method, fm), start=1):
-            out[i * k + j] = _cast(sec, arr.dtype)
+            out[i * k + j] = cast_to(sec, arr.dtype)
         advance(progress, (i + 1) / (n - 1), f"sections {i + 1}/{n - 1} ({method})")
     out[(n - 1) * k] = arr[n - 1]
     return out

@@ -21,7 +21,7 @@ import numpy as np
 
 from vemcell.errors import VemcellError
 from vemcell.progress import advance
-from vemcell.sparse.core import check_factor, check_sections
+from vemcell.sparse.core import cast_to, check_factor, check_sections, linear_fill
 
 CARD_FORMAT = "vemcell-zrestore/1"
 
@@ -81,7 +81,6 @@ def restore_learned(
     import onnxruntime as ort
 
     from vemcell.segmentation.segment import session_options
-    from vemcell.sparse.image import _cast, reconstruct
 
     k = check_factor(factor)
     onnx_path, card = load_card(model)
@@ -93,7 +92,7 @@ def restore_learned(
     check_sections(arr.shape[0])
     divisor = int(card.get("divisor", 8))
     lo, hi = _robust_range(arr)
-    lin = reconstruct(arr, k, "linear").astype(np.float32)
+    lin = linear_fill(arr, k)
     norm = (lin - lo) / (hi - lo)
     session = ort.InferenceSession(
         str(onnx_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
@@ -115,6 +114,6 @@ def restore_learned(
                 residual[:, :, s0:s1] += res.transpose(1, 2, 0)
             done += s1 - s0
             advance(progress, done / total, f"learned restoration, plane {done}/{total}")
-    out = _cast((norm + residual / 2.0) * (hi - lo) + lo, arr.dtype)
+    out = cast_to((norm + residual / 2.0) * (hi - lo) + lo, arr.dtype)
     out[::k] = arr  # the imaged sections, bit for bit
     return out
