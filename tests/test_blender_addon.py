@@ -760,3 +760,16 @@ def test_panels_draw_with_existing_properties_and_operators(addon, core, clean_s
     log.clear()
     panel_mod.VEMCELL_PT_main.draw(type("P", (), {"layout": _Layout(log)})(), bpy.context)
     assert ("operator", "vemcell.cancel") in log and any(e[0] == "progress" for e in log)
+
+
+def test_panel_sparse_sections_reach_the_backend(addon, clean_scene):
+    """'Sections imaged every K-th' becomes --sparse K; the panel suggests K from the voxel size."""
+    settings = clean_scene.vemcell
+    ops, props = addon.ui.ops, addon.ui.props
+    assert ops._options(settings).sparse is None
+    settings.sparse = 4
+    opts = ops._options(settings)
+    assert opts.sparse == 4 and opts.to_arguments()[-6:][:2] == ["--sparse", "4"]
+    assert props.suggested_sparse((80.0, 20.0, 20.0)) == 4
+    assert props.suggested_sparse((20.0, 20.0, 20.0)) is None
+    assert props.suggested_sparse((50.0, 4.6, 4.6)) is None  # thick serial sections

@@ -34,6 +34,7 @@ def _options(settings: props.VemcellSettings) -> backend.RunOptions:
         foreground=settings.foreground,
         smooth=settings.smooth,
         decimate=settings.decimate,
+        sparse=settings.sparse if settings.sparse > 1 else None,
     )
 
 

@@ -6,6 +6,7 @@ import bpy
 
 from ..core import cutplanes
 from ..core import scene as vscene
+from . import props
 
 
 class _Base:
@@ -41,6 +42,10 @@ class VEMCELL_PT_main(_Base, bpy.types.Panel):
             opts.prop(s, "foreground")
         opts.prop(s, "smooth")
         opts.prop(s, "decimate")
+        opts.prop(s, "sparse")
+        k = props.suggested_sparse(tuple(s.voxel_size))
+        if k and s.sparse == 1:
+            opts.label(text=f"Sections are {k}x the pixel apart: imaged every {k}th?", icon="INFO")
         if s.running:
             layout.progress(factor=s.progress, type="BAR", text=s.status or "Running")
             layout.operator("vemcell.cancel", icon="CANCEL")

@@ -30,6 +30,14 @@ def _volume_changed(self: VemcellSettings, context: bpy.types.Context) -> None:
         self.voxel_source = source
 
 
+def suggested_sparse(voxel_size: tuple[float, float, float]) -> int | None:
+    """K when the sections lie K pixels apart (2 to 8), as after imaging every K-th section of
+    a FIB-SEM block; thicker serial sections are segmented as they are, so none is suggested."""
+    z, y, x = voxel_size
+    k = round(z / max(min(y, x), 1e-9))
+    return k if 2 <= k <= 8 else None
+
+
 def _class_changed(self: VemcellClass, context: bpy.types.Context) -> None:
     mat = bpy.data.materials.get(materials.MATERIAL_PREFIX + self.name)
     if mat is not None and tuple(mat.diffuse_color) != tuple(self.colour):
@@ -148,6 +156,14 @@ class VemcellSettings(bpy.types.PropertyGroup):
         default=0.5,
         min=0.0,
         max=0.99,
+    )
+    sparse: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Sections imaged every",
+        description="The stack holds every K-th section of the sample: restore the sections "
+        "between before segmenting (1: every section was imaged)",
+        default=1,
+        min=1,
+        max=16,
     )
     # job state
     running: bpy.props.BoolProperty(default=False)  # type: ignore[valid-type]

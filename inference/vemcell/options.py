@@ -16,6 +16,11 @@ from vemcell.errors import VemcellError
 
 MESH_FORMATS = ("ply", "obj", "stl")
 PRECISIONS = ("auto", "fp32", "int8")
+#: How a sparse stack (every K-th section imaged) is brought to full resolution: the image
+#: route restores the sections then segments (the better by measurement, docs/sparse), the
+#: shape route segments the kept sections and interpolates the shapes.
+SPARSE_ROUTES = ("image", "shape")
+SPARSE_METHODS = ("nearest", "linear", "flow")
 
 #: The one-click animations (the add-on's ``core/animation.py`` keys each one).
 ANIMATIONS = ("turntable", "cut-sweep", "reveal", "flythrough")
@@ -45,6 +50,9 @@ class RunOptions:
     threads: int | None = None
     precision: str = "auto"  # the model's float or INT8 weights (auto: INT8 on CPUs if shipped)
     viewer: bool = True  # write viewer.html, the model as one page for any browser
+    sparse: int | None = None  # sections imaged every K-th: restore the rest first
+    sparse_route: str = "image"  # image: restore the sections, then segment; shape: the labels
+    sparse_method: str = "flow"  # how the image route restores sections (nearest/linear/flow)
 
     def validate(self) -> RunOptions:
         """Raise :class:`VemcellError` (one sentence) on a value no run can use; returns self."""
@@ -56,6 +64,19 @@ class RunOptions:
             raise VemcellError(f"--decimate must be a fraction in [0, 1), not {self.decimate}.")
         if self.smooth is not None and self.smooth < 0:
             raise VemcellError(f"--smooth must be 0 or more iterations, not {self.smooth}.")
+        if self.sparse is not None:
+            if isinstance(self.sparse, bool) or not isinstance(self.sparse, int) or self.sparse < 2:
+                raise VemcellError(
+                    f"--sparse must be a whole number of 2 or more (every K-th section imaged), "
+                    f"not {self.sparse}."
+                )
+        if self.sparse_route not in SPARSE_ROUTES:
+            raise VemcellError(f"--sparse-route must be image or shape, not {self.sparse_route!r}.")
+        if self.sparse_method not in SPARSE_METHODS:
+            raise VemcellError(
+                f"--sparse-method must be one of {', '.join(SPARSE_METHODS)}, "
+                f"not {self.sparse_method!r}."
+            )
         if self.precision not in PRECISIONS:
             raise VemcellError(f"--precision must be auto, fp32 or int8, not {self.precision!r}.")
         return self
@@ -100,6 +121,9 @@ class RunOptions:
             args += ["--precision", self.precision]
         if not self.viewer:
             args.append("--no-viewer")
+        if self.sparse is not None:
+            args += ["--sparse", str(int(self.sparse)), "--sparse-route", self.sparse_route]
+            args += ["--sparse-method", self.sparse_method]
         return args
 
 

@@ -31,6 +31,7 @@ from vemcell.progress import Progress
 
 STAGES = [
     ("read", 2.0),
+    ("restore", 0.0),  # only for a stack of every K-th section (--sparse)
     ("segment", 60.0),
     ("cells", 8.0),
     ("mesh", 22.0),
@@ -140,24 +141,35 @@ def run(
             vol = read_volume(volume_path, voxel_size_nm=opt.voxel_size_nm)
             if not isinstance(vol.data, np.ndarray):
                 vol.data = vol.array()
+        sparse_report, shape_result, imaged = None, None, vol
+        if opt.sparse:
+            vol, shape_result, sparse_report = _sparse(vol, card, opt, prog, timer)
+            write_tiff(tmp / "restored.tif", vol.data, vol.voxel_size_nm)
         # resolved once for the whole volume, so every single-cell crop is cut the same way
         seg_opt = replace(opt, directions=segment.resolve_directions(opt.directions, vol, card))
         seg = segment.Segmenter(card, threads=opt.threads, precision=opt.precision)
         provider = _provider(opt, card)
         instances, cells_report = None, {"separated": False, "reason": "turned off"}
-        if provider not in (None, "unet"):
+        if shape_result is not None:
+            seg_result = shape_result  # the shape route: labels made before the cells
+            if provider is not None:
+                instances, cells_report = _separate_cells(
+                    vol, seg_result.labels, card, opt, provider, prog, timer
+                )
+        elif provider not in (None, "unet"):
             # SAM or threshold: cells first, then the U-Net on each single-cell crop (the paper).
             instances, cells_report = _separate_cells(vol, None, card, opt, provider, prog, timer)
-        with timer("segment"), prog.stage("segment", f"segmenting with {card.name}"):
-            if instances is not None:
-                seg_result = _segment_per_cell(vol, instances, card, seg_opt, seg, prog)
-            else:
-                seg_result = segment.segment(
-                    vol, card, **seg_opt.segmentation_kwargs(), progress=prog, segmenter=seg
-                )
+        if shape_result is None:
+            with timer("segment"), prog.stage("segment", f"segmenting with {card.name}"):
+                if instances is not None:
+                    seg_result = _segment_per_cell(vol, instances, card, seg_opt, seg, prog)
+                else:
+                    seg_result = segment.segment(
+                        vol, card, **seg_opt.segmentation_kwargs(), progress=prog, segmenter=seg
+                    )
         labels = seg_result.labels
         info = segment.label_info(card)
-        if provider == "unet":
+        if provider == "unet" and shape_result is None:
             instances, cells_report = _separate_cells(vol, labels, card, opt, provider, prog, timer)
         if instances is not None:
             labels = np.where(instances > 0, labels, card.background_class or 0).astype(np.uint8)
@@ -199,7 +211,11 @@ def run(
             (tmp / "measurements.json").write_text(
                 json.dumps(measure.summary(rows), indent=2), encoding="utf-8"
             )
-        report = _report(vol, card, opt, seg_result, timer, t_start, cells_report, meshes)
+        # "input" is the stack as imaged (what the add-on and the viewer show on cut planes)
+        report = _report(imaged, card, opt, seg_result, timer, t_start, cells_report, meshes)
+        if sparse_report is not None:
+            report["sparse"] = sparse_report
+            report["notes"] = vol.notes
         (tmp / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
         if opt.viewer:  # the page reads the finished run folder, report.json included
             from vemcell.view import write_viewer
@@ -211,6 +227,41 @@ def run(
             (tmp / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
     prog.done(f"wrote {Path(out)}")
     return report
+
+
+def _sparse(
+    vol: Volume, card: ModelCard, opt: RunOptions, prog: Progress, timer: _Timer
+) -> tuple[Volume, Any, dict[str, Any]]:
+    """A stack of every K-th section brought to full resolution: the restored image (what the
+    rest of the pipeline works on) and, on the shape route, the labels made from the kept
+    sections; plus what report.json records."""
+    from vemcell import sparse
+
+    k = sparse.check_factor(opt.sparse)
+    sparse.check_sections(vol.shape[0])
+    sparse.check_sparse_spacing(vol.voxel_size_nm)
+    sparse.check_memory(vol.shape, k, vol.data.dtype.itemsize, extra_bytes_per_voxel=40.0)
+    shape_result = None
+    method = opt.sparse_method if opt.sparse_route == "image" else "linear"
+    if opt.sparse_route == "shape":
+        with timer("segment"), prog.stage("segment", f"segmenting every {k}-th section"):
+            labels, shape_result = sparse.shape_route(
+                vol, card, k, progress=prog, **{**opt.segmentation_kwargs(), "directions": 1}
+            )
+            shape_result.labels = labels
+            shape_result.working_shape = tuple(labels.shape)
+    with timer("restore"), prog.stage("restore", f"restoring the sections between ({method})"):
+        restored = sparse.restore_volume(vol, k, method, progress=prog)
+    report = {
+        "factor": k,
+        "route": opt.sparse_route,
+        "method": method,
+        "imaged_shape_zyx": list(vol.shape),
+        "imaged_voxel_size_nm_zyx": list(vol.voxel_size_nm),
+        "restored_shape_zyx": list(restored.shape),
+        "restored": "restored.tif",
+    }
+    return restored, shape_result, report
 
 
 def _provider(opt: RunOptions, card: ModelCard) -> str | None:

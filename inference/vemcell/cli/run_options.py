@@ -14,7 +14,7 @@ from vemcell.cli.arguments import (
     add_tta_argument,
     add_voxel_argument,
 )
-from vemcell.options import MESH_FORMATS, RunOptions
+from vemcell.options import MESH_FORMATS, SPARSE_METHODS, SPARSE_ROUTES, RunOptions
 
 
 def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
@@ -52,6 +52,28 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
         p, help="onnxruntime threads, and meshing processes in run (default: all cores)"
     )
     add_precision_argument(p)
+    g = p.add_argument_group("sections imaged every K-th (the rest restored first)")
+    g.add_argument(
+        "--sparse",
+        type=int,
+        metavar="K",
+        help="the stack holds every K-th section of the sample: restore the K - 1 between each "
+        "pair before segmenting (Z spacing / K)",
+    )
+    g.add_argument(
+        "--sparse-route",
+        choices=SPARSE_ROUTES,
+        default="image",
+        help="image: restore the sections, then segment (default, better by measurement); "
+        "shape: segment the imaged sections and interpolate the organelle shapes",
+    )
+    g.add_argument(
+        "--sparse-method",
+        choices=SPARSE_METHODS,
+        default="flow",
+        help="how the image route restores a section: optical flow both ways (default), "
+        "linear blend or the nearest section",
+    )
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
@@ -123,4 +145,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         viewer=getattr(args, "viewer", default.viewer),
         threads=args.threads,
         precision=args.precision,
+        sparse=args.sparse,
+        sparse_route=args.sparse_route,
+        sparse_method=args.sparse_method,
     ).validate()
