@@ -403,6 +403,11 @@ def _check_supported(vol: Any, card: Any, opt: RunOptions, directions: int) -> N
             f"{'×'.join(f'{v:g}' for v in vol.voxel_size_nm)} nm); "
             "resample it first or run it in memory."
         )
+    if getattr(opt, "sparse", None):
+        raise VemcellError(
+            "Blockwise runs do not restore sparse sections yet; run --sparse in memory "
+            "(or restore the stack first with vemcell reconstruct)."
+        )
     if opt.denoise not in ("none", "median"):
         raise VemcellError("Blockwise runs denoise with --denoise none or median only.")
     need = card.divisor
