@@ -363,6 +363,8 @@ def test_cli_goes_blockwise_when_the_volume_does_not_fit(setup, tmp_path, capsys
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
     assert any(x["message"] == "segment: block 8/8" for x in lines)
     assert lines[-1]["stage"] == "result"
+    fractions = [x["fraction"] for x in lines]
+    assert fractions == sorted(fractions)  # the bar never goes back
     report = json.loads((out / "report.json").read_text())
     assert report["mode"] == "blockwise" and report["blockwise"]["workers"] == 2
     assert_equal_to_memory(setup, out)

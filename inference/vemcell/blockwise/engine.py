@@ -90,6 +90,11 @@ class Runner:
         self.work = work
         self.progress = progress
         self.seconds: dict[str, float] = {}
+        self._floor = 0.0  # fraction of the current progress stage already reported
+
+    def begin(self) -> None:
+        """A new progress stage starts: its fraction starts again from 0."""
+        self._floor = 0.0
 
     def map(
         self,
@@ -133,9 +138,11 @@ class Runner:
                     f"A {stage} task failed on a worker ({type(exc).__name__}: {exc})."
                 ) from exc
             if self.progress is not None:
-                self.progress.update(
-                    done / max(1, total), f"{stage}: {label} {done}/{total}", force=done == total
-                )
+                # several passes share one stage: each takes half of what is left of it, so
+                # the bar never goes back (the stage reports 1.0 when it ends)
+                share = self._floor + (1.0 - self._floor) * 0.5 * done / max(1, total)
+                self.progress.update(share, f"{stage}: {label} {done}/{total}", force=done == total)
+        self._floor += (1.0 - self._floor) * 0.5
         self.seconds[stage] = round(self.seconds.get(stage, 0.0) + time.perf_counter() - t0, 3)
         return results
 

@@ -35,12 +35,13 @@ from vemcell.errors import VemcellError
 from vemcell.options import RunOptions
 from vemcell.progress import Progress
 
-STAGES = [
+STAGES = [  # in the order they run
     ("read", 2.0),
-    ("segment", 60.0),
-    ("cells", 10.0),
+    ("segment", 50.0),
+    ("cells", 14.0),
+    ("volumes", 4.0),
+    ("measure", 6.0),
     ("mesh", 20.0),
-    ("measure", 4.0),
     ("write", 4.0),
 ]
 
@@ -150,6 +151,7 @@ def run_blockwise(
         dashboard = _dashboard(client)
         n_workers = len(client.scheduler_info().get("workers", {}))
         with prog.stage("read", f"{len(blocks)} blocks on {n_workers} workers"):
+            runner.begin()
             if dashboard:
                 prog.update(0.0, f"dask dashboard: {dashboard}", force=True)
             stats = runner.map(
@@ -160,6 +162,7 @@ def run_blockwise(
 
         # ---- segmentation ----------------------------------------------------------------
         with prog.stage("segment", f"segmenting with {card.name}"):
+            runner.begin()
             raw = work.create("labels-raw", np.uint8)
             job = bseg.SegmentJob(
                 path=vol.path,
@@ -184,6 +187,7 @@ def run_blockwise(
         cells_raw, cell_lut = None, None
         if opt.separate_cells != "off":
             with prog.stage("cells", "separating cells (unet)"):
+                runner.begin()
                 cells_raw, cell_lut, n_cells = _separate(runner, card, clean, voxel)
                 report_cells = {"separated": True, "foreground": "unet", "cells": n_cells}
                 if n_cells == 0 or (n_cells == 1 and opt.separate_cells == "auto"):
@@ -191,7 +195,8 @@ def run_blockwise(
                     cells_raw, cell_lut = None, None
 
         # ---- volumes out -----------------------------------------------------------------
-        with prog.stage("write", "writing OME-Zarr labels"):
+        with prog.stage("volumes", "writing OME-Zarr labels"):
+            runner.begin()
             lab_paths = ngff.create(
                 str(final / "labels.ome.zarr"), plan.shape, plan.block, np.uint8
             )
@@ -238,6 +243,7 @@ def run_blockwise(
             lab_paths[0], cell_paths[0] if cell_paths else None, lut, n_classes + shift
         )
         with prog.stage("measure", "counting voxels and pieces"):
+            runner.begin()
             obj_path = work.create("objects", np.uint32)
             counts: Counter[int] = Counter()
             for c in runner.map("objects", bmeshes.objects_block, blocks, objects, obj_path):
@@ -257,6 +263,7 @@ def run_blockwise(
         names = {i: (n, mesh_mod.norm_color(c)) for i, n, c in classes}
         max_cell = max((objects.split(o)[0] for o in counts), default=0)
         with prog.stage("mesh", "building meshes"):
+            runner.begin()
             folder = work.root / "pieces"
             folder.mkdir(exist_ok=True)
             per_block = runner.map(
@@ -295,6 +302,7 @@ def run_blockwise(
 
         # ---- tables and scenes -----------------------------------------------------------
         with prog.stage("write", "writing measurements and scenes"):
+            runner.begin()
             rows, manifest = _tables(counts, n_components, merged, meta, voxel)
             from vemcell.meshes import measure as measure_mod
 
