@@ -59,9 +59,9 @@ def read_voxel_size(path: str) -> tuple[tuple[float, float, float], str] | None:
             import tifffile
 
             with tifffile.TiffFile(p) as tif:
-                voxel = vio._voxel_from_ome(tif) if tif.is_ome else None
+                voxel = vio.voxel_from_ome(tif) if tif.is_ome else None
                 if voxel is None and tif.is_imagej:
-                    voxel = vio._voxel_from_imagej(tif)
+                    voxel = vio.voxel_from_imagej(tif)
             if voxel is None:
                 return vio.DEFAULT_VOXEL_NM, "default"
             return tuple(float(v) for v in voxel), "metadata"  # type: ignore[return-value]

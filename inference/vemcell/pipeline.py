@@ -341,20 +341,9 @@ def _segment_per_cell(
     return result
 
 
-def _report(
-    vol: Volume,
-    card: ModelCard,
-    opt: RunOptions,
-    seg_result: Any,
-    timer: _Timer,
-    t_start: float,
-    cells_report: dict[str, Any],
-    meshes: list[Any],
-) -> dict[str, Any]:
-    params = asdict(opt)
-    params["voxel_size_nm"] = list(opt.voxel_size_nm) if opt.voxel_size_nm else None
+def report_header(vol: Volume, card: ModelCard) -> dict[str, Any]:
+    """The ``input`` and ``model`` sections of report.json (in-memory and blockwise runs)."""
     return {
-        "vemcell": "report/1",
         "input": {
             "path": str(Path(vol.path).resolve()),
             "format": vol.format,
@@ -369,6 +358,24 @@ def _report(
             "classes": card.class_names,
             "voxel_size_nm": card.voxel_size_nm,
         },
+    }
+
+
+def _report(
+    vol: Volume,
+    card: ModelCard,
+    opt: RunOptions,
+    seg_result: Any,
+    timer: _Timer,
+    t_start: float,
+    cells_report: dict[str, Any],
+    meshes: list[Any],
+) -> dict[str, Any]:
+    params = asdict(opt)
+    params["voxel_size_nm"] = list(opt.voxel_size_nm) if opt.voxel_size_nm else None
+    return {
+        "vemcell": "report/1",
+        **report_header(vol, card),
         "segmentation": {
             "working_voxel_nm": list(seg_result.working_voxel_nm),
             "working_shape_zyx": list(seg_result.working_shape),

@@ -128,7 +128,7 @@ class Runner:
         total = len(futures)
         for done, fut in enumerate(as_completed(futures), start=1):
             try:
-                results[where[fut.key]] = fut.result()
+                results[where[fut.key]] = _result(fut)
             except VemcellError:
                 self._cancel(futures)
                 raise
@@ -153,3 +153,17 @@ class Runner:
     def _cancel(self, futures: list[Any]) -> None:
         with contextlib.suppress(Exception):
             self.client.cancel(futures)
+
+
+def _result(fut: Any, attempts: int = 5) -> Any:
+    """A finished task's result. A task that raised re-raises at once; a result that could not
+    be fetched (its worker died after finishing: the scheduler recomputes it elsewhere, or the
+    client's connection hiccups) is asked for again instead of failing the run."""
+    for attempt in range(attempts):
+        try:
+            return fut.result()
+        except Exception:
+            if fut.status == "error" or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")

@@ -103,7 +103,7 @@ def run_blockwise(
     """
     from vemcell.cards.card import resolve_model
     from vemcell.io.lazy import open_lazy
-    from vemcell.pipeline import peak_rss_mb, versions
+    from vemcell.pipeline import peak_rss_mb, report_header, versions
     from vemcell.segmentation import segment as seg_mod
 
     t_start = time.perf_counter()
@@ -345,20 +345,7 @@ def run_blockwise(
     report = {
         "vemcell": "report/1",
         "mode": "blockwise",
-        "input": {
-            "path": str(Path(vol.path).resolve()),
-            "format": vol.format,
-            "shape_zyx": list(vol.shape),
-            "dtype": str(vol.dtype),
-            "voxel_size_nm_zyx": list(voxel),
-            "voxel_size_source": vol.voxel_size_source,
-        },
-        "model": {
-            "name": card.name,
-            "path": str(card.onnx_path),
-            "classes": card.class_names,
-            "voxel_size_nm": card.voxel_size_nm,
-        },
+        **report_header(vol, card),
         "segmentation": {
             "working_voxel_nm": list(voxel),
             "working_shape_zyx": list(vol.shape),

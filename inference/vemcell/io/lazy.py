@@ -111,9 +111,9 @@ def _tiff(p: Path) -> Volume:
     import zarr
 
     with tifffile.TiffFile(p) as tif:
-        voxel = volumes._voxel_from_ome(tif) if tif.is_ome else None
+        voxel = volumes.voxel_from_ome(tif) if tif.is_ome else None
         if voxel is None and tif.is_imagej:
-            voxel = volumes._voxel_from_imagej(tif)
+            voxel = volumes.voxel_from_imagej(tif)
         fmt = "OME-TIFF" if tif.is_ome else ("ImageJ TIFF" if tif.is_imagej else "TIFF")
     try:
         data: Any = tifffile.memmap(p, mode="r")
@@ -131,7 +131,7 @@ def _tiff(p: Path) -> Volume:
 def _folder(p: Path) -> Volume:
     files = sorted(
         (f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(volumes.SLICE_SUFFIXES)),
-        key=lambda f: volumes._natural_key(f.name),
+        key=lambda f: volumes.natural_key(f.name),
     )
     if not files:
         raise VemcellError(f"Folder '{p}' holds no TIFF or PNG slices.")

@@ -192,7 +192,8 @@ def _validate(vol: Volume, kind: str) -> None:
         raise VemcellError(f"{name} holds {dt} values; vemcell reads integer or float images.")
 
 
-def _voxel_from_imagej(tif: Any) -> tuple[float, float, float] | None:
+def voxel_from_imagej(tif: Any) -> tuple[float, float, float] | None:
+    """The voxel size (Z, Y, X nm) an ImageJ TIFF records, or None (also read by io.lazy)."""
     ij = tif.imagej_metadata or {}
     page = tif.pages[0]
     unit = ij.get("unit")
@@ -217,7 +218,8 @@ def _voxel_from_imagej(tif: Any) -> tuple[float, float, float] | None:
     return vals
 
 
-def _voxel_from_ome(tif: Any) -> tuple[float, float, float] | None:
+def voxel_from_ome(tif: Any) -> tuple[float, float, float] | None:
+    """The voxel size (Z, Y, X nm) an OME-TIFF records, or None (also read by io.lazy)."""
     xml = tif.ome_metadata
     if not xml:
         return None
@@ -251,9 +253,9 @@ def _read_tiff(p: Path) -> Volume:
         data = tif.asarray()
         voxel = None
         if tif.is_ome:
-            voxel = _voxel_from_ome(tif)
+            voxel = voxel_from_ome(tif)
         if voxel is None and tif.is_imagej:
-            voxel = _voxel_from_imagej(tif)
+            voxel = voxel_from_imagej(tif)
         if data.ndim == 3 and tif.series and tif.series[0].axes.endswith("S"):
             data = data[..., None] if data.shape[-1] not in (3, 4) else data
         fmt = "OME-TIFF" if tif.is_ome else ("ImageJ TIFF" if tif.is_imagej else "TIFF")
@@ -264,14 +266,15 @@ def _read_tiff(p: Path) -> Volume:
     return vol
 
 
-def _natural_key(s: str) -> list:
+def natural_key(s: str) -> list:
+    """Sort key that puts slice_2 before slice_10 (folders of slices)."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s)]
 
 
 def _read_folder(p: Path) -> Volume:
     files = sorted(
         (f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(SLICE_SUFFIXES)),
-        key=lambda f: _natural_key(f.name),
+        key=lambda f: natural_key(f.name),
     )
     if not files:
         raise VemcellError(f"Folder '{p}' holds no TIFF or PNG slices.")
@@ -288,7 +291,7 @@ def _read_folder(p: Path) -> Volume:
             with tifffile.TiffFile(f) as tif:
                 img = tif.asarray()
                 if voxel is None and tif.is_imagej:
-                    voxel = _voxel_from_imagej(tif)
+                    voxel = voxel_from_imagej(tif)
         if img.ndim == 3 and img.shape[-1] in (3, 4):
             if img.shape[-1] == 4 or not (
                 np.array_equal(img[..., 0], img[..., 1])
