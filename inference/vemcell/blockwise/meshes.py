@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from vemcell.blockwise.plan import Block, Plan
+from vemcell.meshes.mesh import open_surfaces
 
 
 @dataclass(frozen=True)
@@ -81,20 +82,13 @@ def mesh_block(
     origin = np.array([a - 1 for a in block.start], np.float64)  # voxel of data[0, 0, 0]
     res = np.asarray(voxel, np.float64)
     mesher = zmesh.Mesher(voxel)
-    mesher.mesh(data, close=False)
     pieces: dict[str, np.ndarray] = {}
     faces: dict[int, int] = {}
-    for oid in mesher.ids():
-        if oid == 0:
-            continue
-        m = mesher.get(oid, normals=False)
-        mesher.erase(oid)
-        if len(m.faces) == 0:
-            continue
-        v = (np.asarray(m.vertices, np.float64) + origin * res)[:, ::-1].astype(np.float32)
-        pieces[f"v{oid}"] = v
-        pieces[f"f{oid}"] = np.ascontiguousarray(np.asarray(m.faces)[:, ::-1], dtype=np.int32)
-        faces[int(oid)] = len(m.faces)
+    shift_xyz = (origin * res)[::-1]
+    for oid, verts, tri in open_surfaces(mesher, data):
+        pieces[f"v{oid}"] = (np.asarray(verts, np.float64) + shift_xyz).astype(np.float32)
+        pieces[f"f{oid}"] = np.ascontiguousarray(tri, dtype=np.int32)
+        faces[oid] = len(tri)
     mesher.clear()
     path = Path(folder) / f"{block.index}.npz"
     tmp = path.with_name(f".{block.index}.tmp.npz")

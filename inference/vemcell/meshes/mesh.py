@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -437,22 +437,31 @@ def _mesh_group(
         a1 = min(a0 + SLAB, n - 1)
         index = [slice(None)] * 3
         index[axis] = slice(a0, a1 + 1)
-        mesher.mesh(np.ascontiguousarray(chunk[tuple(index)]), close=False)
-        for oid in mesher.ids():
-            if oid == 0:
-                continue
-            m = mesher.get(oid, normals=False)
-            mesher.erase(oid)
-            if len(m.faces) == 0:
-                continue
-            # zmesh's columns are the array axes; reversed they are (X, Y, Z), a mirror, so the
-            # winding is reversed too (normals stay outwards). _join copies the faces anyway.
-            v = np.array(m.vertices[:, ::-1], dtype=np.float32)
+        for oid, verts, faces in open_surfaces(mesher, chunk[tuple(index)]):
+            v = np.array(verts, dtype=np.float32)
             v[:, col] += np.float32((first + a0) * res[col])
-            pieces.setdefault(int(oid), []).append((v, np.asarray(m.faces)[:, ::-1]))
+            pieces.setdefault(oid, []).append((v, faces))
     mesher.clear()
     seams = [2 * (first + a) for a in range(SLAB, n - 1, SLAB)]
     return {oid: _join(parts, col, res, seams) for oid, parts in pieces.items()}
+
+
+def open_surfaces(mesher: Any, data: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Mesh ``data`` with a zmesh ``Mesher`` without closing the surfaces at its borders and
+    yield ``(id, vertices, faces)`` of every non-zero id, freeing each as it goes.
+
+    zmesh's vertex columns are the array axes; they come reversed, as (X, Y, Z) in nm. That is a
+    mirror, so the faces' winding is reversed too and normals stay outwards.
+    """
+    mesher.mesh(np.ascontiguousarray(data), close=False)
+    for oid in mesher.ids():
+        if oid == 0:
+            continue
+        m = mesher.get(oid, normals=False)
+        mesher.erase(oid)
+        if len(m.faces) == 0:
+            continue
+        yield int(oid), m.vertices[:, ::-1], np.asarray(m.faces)[:, ::-1]
 
 
 def _zmesh_surfaces(
