@@ -773,3 +773,20 @@ def test_panel_sparse_sections_reach_the_backend(addon, clean_scene):
     assert props.suggested_sparse((80.0, 20.0, 20.0)) == 4
     assert props.suggested_sparse((20.0, 20.0, 20.0)) is None
     assert props.suggested_sparse((50.0, 4.6, 4.6)) is None  # thick serial sections
+
+
+def test_a_blockwise_run_imports_its_largest_cells(core, clean_scene, fake_run):
+    """Of a blockwise run (many cells) the panel imports the largest N; 20 by default."""
+    report = json.loads((fake_run / "report.json").read_text())
+    (fake_run / "report.json").write_text(json.dumps({**report, "mode": "blockwise"}))
+    settings = clean_scene.vemcell
+    assert settings.max_cells == 20
+    settings.max_cells = 1
+    assert bpy.ops.vemcell.import_run(directory=str(fake_run)) == {"FINISHED"}
+    cells = {o["vemcell_cell"] for o in core["scene"].result_objects(clean_scene)}
+    assert cells == {1}  # cell 1 (cytoplasm, nucleus, plastid, mitochondrion) is the larger
+    root = core["scene"].find_root(clean_scene)
+    assert (root["vemcell_cells_shown"], root["vemcell_cells_total"]) == (1, 2)
+    settings.max_cells = 20
+    assert bpy.ops.vemcell.import_run(directory=str(fake_run)) == {"FINISHED"}
+    assert {o["vemcell_cell"] for o in core["scene"].result_objects(clean_scene)} == {1, 2}

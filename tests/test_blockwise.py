@@ -176,7 +176,7 @@ def test_blockwise_equals_in_memory(setup, cluster, tmp_path, block):
 def test_ome_zarr_metadata_and_levels(setup, cluster, tmp_path):
     from vemcell.blockwise import run_blockwise
     from vemcell.blockwise.ngff import read_level
-    from vemcell.blockwise.run import cells_by_size
+    from vemcell.meshes.scene import cells_by_size
 
     out = tmp_path / "run"
     run_blockwise(

@@ -17,9 +17,11 @@ def load_result(
     run_dir: str | os.PathLike,
     colours: dict[str, tuple[float, float, float, float]] | None = None,
     fast_cuts: bool = True,
+    max_cells: int | None = None,
 ) -> bpy.types.Collection:
-    """Import a run folder (replacing the previous result) and re-apply existing cut planes."""
-    root = vscene.import_run_dir(run_dir, scene, colours)
+    """Import a run folder (replacing the previous result) and re-apply existing cut planes;
+    of a blockwise run's many cells only the ``max_cells`` largest."""
+    root = vscene.import_run_dir(run_dir, scene, colours, max_cells)
     cutplanes.apply_to_objects(scene, fast=fast_cuts)
     return root
 

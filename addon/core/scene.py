@@ -156,6 +156,7 @@ def import_run_dir(
     run_dir: str | Path,
     scene: bpy.types.Scene | None = None,
     colours: dict[str, tuple[float, float, float, float]] | None = None,
+    max_cells: int | None = None,
 ) -> bpy.types.Collection:
     """Import a run folder into ``scene``, replacing any previous vemcell result.
 
@@ -168,6 +169,9 @@ def import_run_dir(
     colours : dict, optional
         Class name -> RGBA overriding the manifest's (the model card's) colours: the
         panel's choices.
+    max_cells : int, optional
+        For a blockwise run (a large volume of many cells): import only this many cells,
+        the largest first.
 
     Returns
     -------
@@ -176,9 +180,18 @@ def import_run_dir(
     scene = scene or bpy.context.scene
     run_dir = Path(run_dir).resolve()
     manifest = load_manifest(run_dir)
+    report = load_report(run_dir)
+    objects, total = manifest["objects"], None
+    if max_cells and report.get("mode") == "blockwise":
+        from vemcell.meshes.scene import cells_by_size
+
+        ranked = cells_by_size(run_dir)
+        keep = {c["cell"] for c in ranked[:max_cells]}
+        objects = [o for o in objects if o.get("cell") is None or o.get("cell") in keep]
+        total = len(ranked)
     # Read every mesh before touching the scene: a bad file leaves the scene as it was.
     loaded = []
-    for entry in manifest["objects"]:
+    for entry in objects:
         mesh_rel = entry.get("mesh")
         if not mesh_rel:
             raise SceneError(f"Object {entry.get('name')!r} in scene.json has no mesh.")
@@ -188,7 +201,6 @@ def import_run_dir(
         loaded.append((entry, *read_mesh(path)))
 
     remove_result(scene)
-    report = load_report(run_dir)
     volume, voxel = input_of(report)
     root = bpy.data.collections.new("vemcell " + (Path(volume).stem if volume else run_dir.name))
     root[ROOT_TAG] = True
@@ -231,6 +243,9 @@ def import_run_dir(
         obj["vemcell_measured"] = ",".join(measured)
         cell_colls[key].objects.link(obj)
     root["vemcell_classes"] = sorted({o[OBJECT_TAG] for o in root.all_objects})
+    if total is not None:
+        root["vemcell_cells_shown"] = len(cell_colls) - ("all" in cell_colls)
+        root["vemcell_cells_total"] = total
     return root
 
 

@@ -52,7 +52,11 @@ def _check_input(settings: props.VemcellSettings) -> str | None:
 def _import(context: bpy.types.Context, run_dir: Path) -> bpy.types.Collection:
     settings = context.scene.vemcell
     root = pipeline.load_result(
-        context.scene, run_dir, props.chosen_colours(context.scene), settings.fast_cuts
+        context.scene,
+        run_dir,
+        props.chosen_colours(context.scene),
+        settings.fast_cuts,
+        settings.max_cells,
     )
     props.sync_classes(context.scene)
     return root

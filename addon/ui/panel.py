@@ -58,6 +58,12 @@ class VEMCELL_PT_main(_Base, bpy.types.Panel):
         row = layout.row(align=True)
         row.operator("vemcell.import_run", icon="IMPORT")
         row.operator("vemcell.open_in_browser", icon="URL")
+        root = vscene.find_root(context.scene)
+        if root is not None and "vemcell_cells_total" in root:
+            box = layout.box()
+            shown, total = root["vemcell_cells_shown"], root["vemcell_cells_total"]
+            box.label(text=f"Showing the {shown} largest of {total} cells", icon="INFO")
+            box.prop(s, "max_cells")
 
 
 class VEMCELL_PT_display(_Base, bpy.types.Panel):

@@ -157,6 +157,14 @@ class VemcellSettings(bpy.types.PropertyGroup):
         min=0.0,
         max=0.99,
     )
+    max_cells: bpy.props.IntProperty(  # type: ignore[valid-type]
+        name="Largest cells",
+        description="Of a blockwise run (a large volume of many cells), import this many "
+        "cells, the largest first (import the run again after changing it)",
+        default=20,
+        min=1,
+        max=10000,
+    )
     sparse: bpy.props.IntProperty(  # type: ignore[valid-type]
         name="Sections imaged every",
         description="The stack holds every K-th section of the sample: restore the sections "

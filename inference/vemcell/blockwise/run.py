@@ -609,29 +609,6 @@ def _tables(
     return rows, objects
 
 
-def cells_by_size(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The cells of a run folder, largest first: ``{"cell", "volume_um3", "glb", "objects"}``.
-
-    Read from ``scene.json`` (what the Blender add-on lists, then imports the chosen ``glb``).
-    """
-    d = Path(run_dir)
-    try:
-        scene = json.loads((d / "scene.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise VemcellError(f"'{d}' holds no readable scene.json; is it a vemcell run?") from None
-    cells: dict[int, dict[str, Any]] = {}
-    for o in scene.get("objects", []):
-        if o.get("cell") is None:
-            continue
-        c = cells.setdefault(o["cell"], {"cell": o["cell"], "volume_um3": 0.0, "objects": []})
-        c["volume_um3"] += float((o.get("measurements") or {}).get("volume_um3") or 0.0)
-        c["objects"].append(o["name"])
-    glbs = scene.get("cell_glbs", {})
-    for c in cells.values():
-        c["glb"] = glbs.get(str(c["cell"]))
-    return sorted(cells.values(), key=lambda c: -c["volume_um3"])
-
-
 def _scenes(objects: list[dict]) -> list[tuple[str, list[dict]]]:
     """(file, objects) of scene.glb (the largest cells) and of one glb per cell."""
     from vemcell.meshes.mesh import cell_prefix
