@@ -790,3 +790,16 @@ def test_a_blockwise_run_imports_its_largest_cells(core, clean_scene, fake_run):
     settings.max_cells = 20
     assert bpy.ops.vemcell.import_run(directory=str(fake_run)) == {"FINISHED"}
     assert {o["vemcell_cell"] for o in core["scene"].result_objects(clean_scene)} == {1, 2}
+
+
+def test_a_volume_too_large_for_the_cut_planes_is_read_every_few_voxels(
+    core, fake_run, monkeypatch
+):
+    """The EM section of a large (blockwise) run comes from every step-th voxel, not all."""
+    emslice = core["emslice"]
+    volume = str(fake_run.parent / "volume.tif")  # 40 x 80 x 160
+    emslice._VOLUMES.clear()
+    monkeypatch.setattr(emslice, "MAX_VOXELS", 64_000)
+    data, lo, hi, step = emslice.load_volume(volume)
+    assert step == 2 and data.shape == (20, 40, 80) and hi > lo
+    emslice._VOLUMES.clear()

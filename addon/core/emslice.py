@@ -9,6 +9,7 @@ Updates happen from a depsgraph handler (the user drags the plane) and a frame-c
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import bpy
@@ -23,17 +24,26 @@ SLICE_TAG = "vemcell_slice"
 _VOLUMES: dict[tuple[str, float], tuple[np.ndarray, float, float]] = {}
 
 
-def load_volume(path: str) -> tuple[np.ndarray, float, float]:
-    """The volume (z, y, x) and its display range (0.5th, 99.5th percentiles), cached."""
+#: The most voxels of the EM volume held for the cut planes; a larger volume (a blockwise run's)
+#: is read every ``step``-th voxel along each axis, which is plenty for a section on screen.
+MAX_VOXELS = 64_000_000
+
+
+def load_volume(path: str) -> tuple[np.ndarray, float, float, int]:
+    """The volume (z, y, x), its display range (0.5th, 99.5th percentiles) and the step it was
+    read with (1, or more for a volume over :data:`MAX_VOXELS`), cached."""
     p = Path(path)
     key = (str(p), p.stat().st_mtime if p.exists() else 0.0)
     if key in _VOLUMES:
         return _VOLUMES[key]
     backend.ensure_importable()
+    step = 1
     try:
-        from vemcell.io.volumes import read_volume
+        from vemcell.io.lazy import open_lazy
 
-        data = np.asarray(read_volume(p).array())
+        lazy = open_lazy(p).data
+        step = max(1, math.ceil((math.prod(lazy.shape) / MAX_VOXELS) ** (1 / 3)))
+        data = np.asarray(lazy[::step, ::step, ::step])
     except ImportError:
         import tifffile
 
@@ -44,7 +54,7 @@ def load_volume(path: str) -> tuple[np.ndarray, float, float]:
     if hi <= lo:
         hi = lo + 1.0
     _VOLUMES.clear()  # keep one volume in memory at a time
-    _VOLUMES[key] = (data, lo, hi)
+    _VOLUMES[key] = (data, lo, hi, step)
     return _VOLUMES[key]
 
 
@@ -173,8 +183,8 @@ def update(scene: bpy.types.Scene, empty: bpy.types.Object) -> bool:
     voxel = root.get("vemcell_voxel_size_nm")
     if not path or voxel is None or not Path(path).exists():
         return False
-    voxel = tuple(float(v) for v in voxel)
-    data, lo, hi = load_volume(path)
+    data, lo, hi, step = load_volume(path)
+    voxel = tuple(float(v) * step for v in voxel)
     image = bpy.data.images.get(str(plane.get(SLICE_TAG)))
     if image is None:
         return False
