@@ -110,15 +110,17 @@ def halo_for(card: Any, median: int) -> int:
     """The halo a segmentation block needs: the network's reach plus the median filter's.
 
     A card may state its reach as ``input.halo`` (pixels); otherwise it is taken as
-    4 × 2^depth for a U-Net of ``architecture.depth`` levels (64 for depth 4: the pixels whose
-    prediction changes by more than rounding when the slice is cut), and 0 for pointwise models
-    without an architecture (the test models).
+    8 × 2^depth for a U-Net of ``architecture.depth`` levels (128 for depth 4), and 0 for
+    pointwise models without an architecture (the test models). Measured with cmerolae6 on a
+    256³ volume in 128³ blocks: a reach of 64 left 0.04 % of the labels and 13 of 72
+    measurements (small peroxisomes at block borders) different from the in-memory run; 128
+    gives the in-memory labels exactly, all 72 measurements within 0.5 %, for 1.4× the time.
     """
     raw = getattr(card, "raw", {}) or {}
     reach = (raw.get("input") or {}).get("halo")
     if reach is None:
         depth = (raw.get("architecture") or {}).get("depth")
-        reach = 4 * 2 ** int(depth) if depth else 0
+        reach = 8 * 2 ** int(depth) if depth else 0
     return int(reach) + max(0, int(median) // 2)
 
 
