@@ -112,7 +112,7 @@ def halo_for(card: Any, median: int) -> int:
     A card may state its reach as ``input.halo`` (pixels); otherwise it is taken as
     8 × 2^depth for a U-Net of ``architecture.depth`` levels (128 for depth 4), and 0 for
     pointwise models without an architecture (the test models). Measured with cmerolae6 on a
-    256³ volume in 128³ blocks: a reach of 64 left 0.04 % of the labels and 13 of 72
+    256³ volume in 128³ blocks: a reach of 64 left 0.064 % of the labels and 18 of 72
     measurements (small peroxisomes at block borders) different from the in-memory run; 128
     gives the in-memory labels exactly, all 72 measurements within 0.5 %, for 1.4× the time.
     """
