@@ -307,3 +307,20 @@ def test_min_size_command_picks_the_size_that_drops_specks_and_keeps_organelles(
     assert "--median must be 0 or a positive size" in capsys.readouterr().err
     assert main([*args, "--classes", "golgi"]) == 2
     assert "'golgi', which is not a class of model band" in capsys.readouterr().err
+
+
+def test_run_progress_never_goes_back(tmp_path, band_model, capsys, monkeypatch):
+    """The JSON progress lines of a whole run (cells included) only ever move forwards."""
+    import itertools
+
+    from vemcell import progress
+
+    clock = itertools.count(0.0, 1.0)  # every update 1 s after the last: none is held back
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    vol = two_cells(tmp_path / "cells.tif")
+    args = ["run", str(vol), "--out", str(tmp_path / "run"), "--model", str(band_model)]
+    assert main([*args, "--threads", "1", "--progress", "json", "--no-viewer"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.startswith("{")]
+    fractions = [x["fraction"] for x in lines if x["stage"] != "result"]
+    assert len(fractions) > 5
+    assert all(b >= a for a, b in itertools.pairwise(fractions)), fractions

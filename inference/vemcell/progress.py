@@ -139,3 +139,18 @@ def advance(progress: Any, fraction: float, message: str) -> None:
         progress.update(fraction, message)
     else:
         progress(fraction, message)
+
+
+class Span:
+    """The part ``lo..hi`` of a caller's progress, handed to a step that reports its own 0..1
+    (as a :class:`Progress` with ``update`` or as a plain callable), so steps in a row never
+    send the bar backwards."""
+
+    def __init__(self, progress: Any, lo: float, hi: float) -> None:
+        self.progress, self.lo, self.hi = progress, float(lo), float(hi)
+
+    def update(self, fraction: float, message: str = "", force: bool = False) -> None:
+        f = min(max(float(fraction), 0.0), 1.0)
+        advance(self.progress, self.lo + (self.hi - self.lo) * f, message)
+
+    __call__ = update

@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 from vemcell.cells.masks import clean_mask
 from vemcell.errors import VemcellError
 from vemcell.io.volumes import check_voxel_size
-from vemcell.progress import advance
+from vemcell.progress import Span, advance
 
 PROVIDERS = ("auto", "sam", "unet", "threshold")
 
@@ -340,9 +340,15 @@ def find_cells(
         polarity=polarity,
         sam_dir=sam_dir,
         sam_options=sam_options,
-        progress=progress,
+        progress=None if progress is None else Span(progress, 0.0, 0.6),
     )
-    return separate_cells(mask, voxel_size_nm, progress=progress, **watershed), used
+    ids = separate_cells(
+        mask,
+        voxel_size_nm,
+        progress=None if progress is None else Span(progress, 0.6, 1.0),
+        **watershed,
+    )
+    return ids, used
 
 
 # --------------------------------------------------------------------------------------------

@@ -381,7 +381,8 @@ def fused_scores(
             _accumulate(acc, q, ax, s0, s1, fuse)
             done += s1 - s0
             if progress:
-                progress.update(done / total, f"{names[ax]} slices {s1}/{n}")
+                # up to 0.98: the median filter and speck removal report 0.99 and 0.995
+                progress.update(0.98 * done / total, f"{names[ax]} slices {s1}/{n}")
     return acc
 
 
@@ -425,7 +426,7 @@ def segment_volume(
             slices = direction_slices(image, 0, z0, z1, seg.context)
             labels[z0:z1] = seg.predict_slices(slices, tta).argmax(axis=1)
             if progress:
-                progress.update(z1 / image.shape[0], f"XY slices {z1}/{image.shape[0]}")
+                progress.update(0.98 * z1 / image.shape[0], f"XY slices {z1}/{image.shape[0]}")
     else:
         acc = fused_scores(
             image,

@@ -15,35 +15,12 @@ import numpy as np
 
 from vemcell.cards.card import ModelCard
 from vemcell.io.volumes import Volume
+from vemcell.progress import Span
 from vemcell.sparse.core import check_factor, sparse_voxel_size
 from vemcell.sparse.image import reconstruct
 from vemcell.sparse.shape import shape_interpolate
 
 ROUTES = ("image", "shape")
-
-
-def _sub(progress: Any, lo: float, hi: float) -> Any:
-    """Map a sub-step's 0..1 onto ``lo..hi`` of the caller's progress."""
-    if progress is None:
-        return None
-
-    def report(fraction: float, message: str) -> None:
-        from vemcell.progress import advance
-
-        advance(progress, lo + (hi - lo) * fraction, message)
-
-    return report
-
-
-class _Relay:
-    """A Progress-like object (``update``) forwarding to a plain callable."""
-
-    def __init__(self, fn: Any) -> None:
-        self.fn = fn
-
-    def update(self, fraction: float, message: str = "", force: bool = False) -> None:
-        if self.fn is not None:
-            self.fn(fraction, message)
 
 
 def restore_volume(
@@ -78,8 +55,8 @@ def image_route(
     """Restore the missing sections, then segment; returns (restored image, SegmentResult)."""
     from vemcell.segmentation.segment import segment
 
-    restored = restore_volume(volume, factor, method, progress=_sub(progress, 0.0, 0.2))
-    result = segment(restored, card, progress=_Relay(_sub(progress, 0.2, 1.0)), **segment_options)
+    restored = restore_volume(volume, factor, method, progress=Span(progress, 0.0, 0.2))
+    result = segment(restored, card, progress=Span(progress, 0.2, 1.0), **segment_options)
     return restored.data, result
 
 
@@ -98,12 +75,12 @@ def shape_route(
 
     k = check_factor(factor)
     segment_options = {**segment_options, "directions": 1}
-    result = segment(volume, card, progress=_Relay(_sub(progress, 0.0, 0.9)), **segment_options)
+    result = segment(volume, card, progress=Span(progress, 0.0, 0.9), **segment_options)
     labels = shape_interpolate(
         result.labels,
         k,
         card.n_classes,
-        progress=_sub(progress, 0.9, 1.0),
+        progress=Span(progress, 0.9, 1.0),
         images=volume.array() if flow else None,
     )
     return labels, result
