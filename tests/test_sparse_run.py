@@ -77,3 +77,17 @@ def test_sparse_options_round_trip_and_errors(tmp_path, sparse_stack, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "finer than" in err[0]
     assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("route", ["image", "shape"])
+def test_sparse_segment_writes_full_resolution_labels(tmp_path, sparse_stack, route, capsys):
+    path, model = sparse_stack
+    out = tmp_path / "labels.tif"
+    argv = ["segment", str(path), "--out", str(out), "--model", str(model), "--threads", "1"]
+    assert main([*argv, "--sparse", "2", "--sparse-route", route]) == 0, capsys.readouterr().err
+    labels = read_volume(out, kind="labels")
+    assert labels.shape == (47, 64, 96) and labels.voxel_size_nm == (20.0, 20.0, 20.0)
+    assert set(np.unique(labels.array())) == {0, 1, 2}
+    pseudo = ["pseudolabel", str(path), "--out", str(tmp_path / "p.tif"), "--model", str(model)]
+    assert main([*pseudo, "--sparse", "2"]) == 2
+    assert "not here" in capsys.readouterr().err

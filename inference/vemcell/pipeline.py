@@ -143,7 +143,7 @@ def run(
                 vol.data = vol.array()
         sparse_report, shape_result, imaged = None, None, vol
         if opt.sparse:
-            vol, shape_result, sparse_report = _sparse(vol, card, opt, prog, timer)
+            vol, shape_result, sparse_report = restore_sparse(vol, card, opt, prog, timer)
             write_tiff(tmp / "restored.tif", vol.data, vol.voxel_size_nm)
         # resolved once for the whole volume, so every single-cell crop is cut the same way
         seg_opt = replace(opt, directions=segment.resolve_directions(opt.directions, vol, card))
@@ -229,13 +229,15 @@ def run(
     return report
 
 
-def _sparse(
-    vol: Volume, card: ModelCard, opt: RunOptions, prog: Progress, timer: _Timer
+def restore_sparse(
+    vol: Volume, card: ModelCard, opt: RunOptions, prog: Progress, timer: _Timer | None = None
 ) -> tuple[Volume, Any, dict[str, Any]]:
-    """A stack of every K-th section brought to full resolution: the restored image (what the
-    rest of the pipeline works on) and, on the shape route, the labels made from the kept
-    sections; plus what report.json records."""
+    """A stack of every K-th section (``opt.sparse``) brought to full resolution: the restored
+    image (what the rest of the pipeline works on) and, on the shape route, the segmentation
+    made from the kept sections (None on the image route); plus what report.json records."""
     from vemcell import sparse
+
+    timer = timer or _Timer()
 
     k = sparse.check_factor(opt.sparse)
     sparse.check_sections(vol.shape[0])

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from vemcell.cli.run_options import add_segmentation_arguments, options_from_args
+from vemcell.errors import VemcellError
 from vemcell.progress import Progress
 
 HELP = "segment organelles with an ONNX U-Net (1 or 3 directions) into a label TIFF"
@@ -33,6 +34,14 @@ def read_and_segment(args: argparse.Namespace, prog: Progress, **extra: Any) -> 
         vol = read_volume(args.volume, voxel_size_nm=opt.voxel_size_nm)
     for note in vol.notes:
         print(f"note: {note}", file=sys.stderr)
+    if opt.sparse:
+        if extra:
+            raise VemcellError("--sparse works with vemcell run and segment, not here.")
+        from vemcell.pipeline import restore_sparse
+
+        vol, result, _ = restore_sparse(vol, card, opt, prog)  # result: the shape route's
+        if result is not None:
+            return vol, card, result
     with prog.stage("segment", f"segmenting with {card.name}"):
         result = segment.segment(
             vol, card, **opt.segmentation_kwargs(), threads=opt.threads, progress=prog, **extra
