@@ -155,3 +155,50 @@ def test_a_card_int8_file_stays_in_the_folder_too(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text(json.dumps(card))
     with pytest.raises(VemcellError, match="onnx_int8"):
         load_card(tmp_path / "m.json")
+
+
+#: The runtime's layers, as docs/architecture.md draws them: a package imports only from lower
+#: layers (layer 0's small modules may import each other).
+LAYERS = {
+    "errors": 0,
+    "progress": 0,
+    "options": 0,
+    "io": 1,
+    "cards": 1,
+    "segmentation": 2,
+    "cells": 2,
+    "meshes": 2,
+    "synth": 2,
+    "evaluation": 3,
+    "view": 3,
+    "sparse": 4,
+    "pipeline": 5,
+    "render": 5,
+    "blockwise": 6,
+    "cli": 7,
+    "__main__": 8,
+}
+
+
+def test_runtime_imports_point_down_the_layers() -> None:
+    for f in RUNTIME.rglob("*.py"):
+        rel = f.relative_to(RUNTIME).parts
+        here = rel[0] if len(rel) > 1 else rel[0].removesuffix(".py")
+        if here == "__init__":
+            continue
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            targets = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module == "vemcell":
+                    targets = [a.name for a in node.names if a.name in LAYERS]
+                elif node.module.startswith("vemcell."):
+                    targets = [node.module.split(".")[1]]
+            elif isinstance(node, ast.Import):
+                targets = [
+                    a.name.split(".")[1] for a in node.names if a.name.startswith("vemcell.")
+                ]
+            for there in targets:
+                if there == here:
+                    continue
+                ok = LAYERS[there] < LAYERS[here] or LAYERS[here] == LAYERS[there] == 0
+                assert ok, f"{f.relative_to(REPO)} ({here}) imports {there}, a layer up or beside"
