@@ -105,6 +105,7 @@ def run_blockwise(
     from vemcell.io.lazy import open_lazy
     from vemcell.pipeline import peak_rss_mb, report_header, versions
     from vemcell.segmentation import segment as seg_mod
+    from vemcell.segmentation.preprocess import sample_step
 
     t_start = time.perf_counter()
     opt = (options or RunOptions()).validate()
@@ -155,7 +156,12 @@ def run_blockwise(
             if dashboard:
                 prog.update(0.0, f"dask dashboard: {dashboard}", force=True)
             stats = runner.map(
-                "stats", bseg.stats_block, blocks, vol.path, voxel, bseg.sample_step(vol.shape)
+                "stats",
+                bseg.stats_block,
+                blocks,
+                vol.path,
+                voxel,
+                sample_step(math.prod(vol.shape)),
             )
             scaling = bseg.scaling(stats, vol.dtype, card.normalisation)
             del stats

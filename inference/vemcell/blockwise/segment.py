@@ -11,7 +11,6 @@ Speck removal is a global connected-component pass (:mod:`vemcell.blockwise.labe
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +18,6 @@ import numpy as np
 
 from vemcell.blockwise.plan import Block, Plan
 from vemcell.errors import VemcellError
-
-#: Quantisation of the fused probabilities: the same as vemcell.segmentation.segment's
-#: accumulators (three directions × 85 fit a uint8).
-QUANT = 85
-#: Sample size of the percentile estimate: the same as vemcell.segmentation.preprocess's.
-PERCENTILE_SAMPLE = 4_000_000
 
 _CACHE: dict[Any, Any] = {}  # per worker process: open volumes and onnxruntime sessions
 
@@ -131,10 +124,6 @@ def scaling(stats: list[dict], dtype: np.dtype, norm: dict[str, Any]) -> Scaling
     return Scaling("percentile", offset=p_lo, factor=1.0 / (p_hi - p_lo))
 
 
-def sample_step(shape: tuple[int, int, int]) -> int:
-    return max(1, math.prod(shape) // PERCENTILE_SAMPLE)
-
-
 # --------------------------------------------------------------------------------------------
 # Block segmentation
 
@@ -199,35 +188,13 @@ def segment_block(block: Block, job: SegmentJob) -> int:
 def fused_labels(
     image: np.ndarray, region: tuple[slice, ...], seg: Any, fuse: str, tta: bool
 ) -> np.ndarray:
-    """Most probable class on ``region`` of ``image`` from its XY, XZ and YZ slices.
+    """Most probable class on ``region`` of ``image`` from its XY, XZ and YZ slices, each
+    predicted whole (halo included) and cropped to the region:
+    :func:`vemcell.segmentation.segment.fused_scores` on the region."""
+    from vemcell.segmentation.segment import fused_scores
 
-    Each slice is predicted whole (halo included) and cropped to the region, quantised and
-    summed (or maxed) as :func:`vemcell.segmentation.segment.fused_scores` does.
-    """
-    from vemcell.segmentation.segment import direction_slices
-
-    shape = tuple(s.stop - s.start for s in region)
-    quant = QUANT if fuse == "mean" else 255
-    acc = np.zeros((seg.card.n_classes, *shape), np.uint8)
-    for ax in range(3):
-        other = [a for a in range(3) if a != ax]
-        for s0 in range(region[ax].start, region[ax].stop, 16):
-            s1 = min(region[ax].stop, s0 + 16)
-            probs = seg.predict_slices(direction_slices(image, ax, s0, s1, seg.context), tta)
-            probs = probs[:, :, region[other[0]], region[other[1]]]
-            q = np.rint(probs * quant).astype(np.uint8)  # (k, C, a, b)
-            k0, k1 = s0 - region[ax].start, s1 - region[ax].start
-            if ax == 0:
-                view, src = acc[:, k0:k1], q.transpose(1, 0, 2, 3)
-            elif ax == 1:
-                view, src = acc[:, :, k0:k1, :], q.transpose(1, 2, 0, 3)
-            else:
-                view, src = acc[:, :, :, k0:k1], q.transpose(1, 2, 3, 0)
-            if fuse == "max":
-                np.maximum(view, src, out=view)
-            else:
-                view += src
-    return acc.argmax(axis=0).astype(np.uint8)
+    scores = fused_scores(image, seg.card, fuse=fuse, segmenter=seg, tta=tta, region=tuple(region))
+    return scores.argmax(axis=0).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,13 +13,18 @@ from scipy import ndimage
 
 from vemcell.errors import VemcellError
 
-_PERCENTILE_SAMPLE = 4_000_000
+PERCENTILE_SAMPLE = 4_000_000
+
+
+def sample_step(n_voxels: int) -> int:
+    """Stride of the subsample that percentile estimates read (about PERCENTILE_SAMPLE voxels):
+    the same for a whole volume here and for the blockwise first pass."""
+    return max(1, n_voxels // PERCENTILE_SAMPLE)
 
 
 def _sample(arr: np.ndarray) -> np.ndarray:
     """A strided subsample for percentile estimates (exact enough, far cheaper on big volumes)."""
-    step = max(1, arr.size // _PERCENTILE_SAMPLE)
-    return arr.reshape(-1)[::step]
+    return arr.reshape(-1)[:: sample_step(arr.size)]
 
 
 def normalise(

@@ -358,27 +358,35 @@ def fused_scores(
     progress: Progress | None = None,
     segmenter: Segmenter | None = None,
     tta: bool = False,
+    region: tuple[slice, slice, slice] | None = None,
 ) -> np.ndarray:
     """Fused class probabilities (C, Z, Y, X) as uint8 scores (255 = certain).
 
     With ``fuse="mean"`` each of three directions' probabilities is quantised to 0..85 and the
     three are summed; one direction, or the per-class maximum (``fuse="max"``), uses 0..255.
+    With ``region`` (a block and its halo: the blockwise pipeline) only that part is scored,
+    each slice still predicted whole so the network sees the halo around the region.
     """
-    image = _check_inputs(image, card, directions, fuse, 0)
+    if region is None:
+        image = _check_inputs(image, card, directions, fuse, 0)
+        region = tuple(slice(0, n) for n in image.shape)
+    else:  # a block of a volume already checked whole: an edge block may be thin
+        image = np.asarray(image, dtype=np.float32)
     seg = segmenter or Segmenter(card, threads=threads)
     axes = (0,) if directions == 1 else (0, 1, 2)
     quant = _QUANT * 3 // len(axes) if fuse == "mean" else 255
-    total = sum(image.shape[ax] for ax in axes)
+    total = sum(region[ax].stop - region[ax].start for ax in axes)
     done = 0
-    acc = np.zeros((card.n_classes, *image.shape), np.uint8)
+    acc = np.zeros((card.n_classes, *(r.stop - r.start for r in region)), np.uint8)
     names = {0: "XY", 1: "XZ", 2: "YZ"}
     for ax in axes:
-        n = image.shape[ax]
-        for s0 in range(0, n, batch_slices):
+        first, n = region[ax].start, region[ax].stop
+        across = tuple(region[a] for a in range(3) if a != ax)
+        for s0 in range(first, n, batch_slices):
             s1 = min(n, s0 + batch_slices)
             probs = seg.predict_slices(direction_slices(image, ax, s0, s1, seg.context), tta)
-            q = np.rint(probs * quant).astype(np.uint8)
-            _accumulate(acc, q, ax, s0, s1, fuse)
+            q = np.rint(probs[:, :, across[0], across[1]] * quant).astype(np.uint8)
+            _accumulate(acc, q, ax, s0 - first, s1 - first, fuse)
             done += s1 - s0
             if progress:
                 # up to 0.98: the median filter and speck removal report 0.99 and 0.995
