@@ -61,9 +61,7 @@ def read_voxel_size(path: str) -> tuple[tuple[float, float, float], str] | None:
             import tifffile
 
             with tifffile.TiffFile(p) as tif:
-                voxel = vio.voxel_from_ome(tif) if tif.is_ome else None
-                if voxel is None and tif.is_imagej:
-                    voxel = vio.voxel_from_imagej(tif)
+                voxel, _ = vio.tiff_metadata(tif)
             if voxel is None:
                 return vio.DEFAULT_VOXEL_NM, "default"
             return tuple(float(v) for v in voxel), "metadata"  # type: ignore[return-value]

@@ -86,11 +86,10 @@ def open_lazy(
             import mrcfile
 
             mrc = mrcfile.mmap(p, mode="r", permissive=True)
-            vs = mrc.voxel_size
             vol = Volume(data=mrc.data, format="MRC")
-            if min(float(vs.z), float(vs.y), float(vs.x)) > 0:
-                vol.voxel_size_nm = (float(vs.z) / 10, float(vs.y) / 10, float(vs.x) / 10)
-                vol.voxel_size_source = "metadata"
+            voxel = volumes.mrc_voxel(mrc)
+            if voxel is not None:
+                vol.voxel_size_nm, vol.voxel_size_source = voxel, "metadata"
         else:
             return volumes.read_volume(p, voxel_size_nm=voxel_size_nm)
     except VemcellError:
@@ -111,28 +110,16 @@ def _tiff(p: Path) -> Volume:
     import zarr
 
     with tifffile.TiffFile(p) as tif:
-        voxel = volumes.voxel_from_ome(tif) if tif.is_ome else None
-        if voxel is None and tif.is_imagej:
-            voxel = volumes.voxel_from_imagej(tif)
-        fmt = "OME-TIFF" if tif.is_ome else ("ImageJ TIFF" if tif.is_imagej else "TIFF")
+        voxel, fmt = volumes.tiff_metadata(tif)
     try:
         data: Any = tifffile.memmap(p, mode="r")
     except ValueError:  # compressed or tiled: read page by page through tifffile's Zarr view
         data = zarr.open_array(tifffile.imread(p, aszarr=True), mode="r")
     while data.ndim > 3 and data.shape[0] == 1:
         data = data[0]
-    vol = Volume(data=data, format=fmt)
-    if voxel is not None:
-        vol.voxel_size_nm = check_voxel_size(voxel, f"The voxel size in {p.name}")
-        vol.voxel_size_source = "metadata"
-    return vol
+    return volumes.with_metadata_voxel(Volume(data=data, format=fmt), voxel, p.name)
 
 
 def _folder(p: Path) -> Volume:
-    files = sorted(
-        (f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(volumes.SLICE_SUFFIXES)),
-        key=lambda f: volumes.natural_key(f.name),
-    )
-    if not files:
-        raise VemcellError(f"Folder '{p}' holds no TIFF or PNG slices.")
+    files = volumes.slice_files(p)
     return Volume(data=SliceFolder(files), format=f"folder of {len(files)} slices")

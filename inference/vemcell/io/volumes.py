@@ -251,19 +251,46 @@ def _read_tiff(p: Path) -> Volume:
         if len(tif.pages) == 0 or not tif.series:
             raise VemcellError(f"'{p}' holds no images (damaged, or not really a TIFF).")
         data = tif.asarray()
-        voxel = None
-        if tif.is_ome:
-            voxel = voxel_from_ome(tif)
-        if voxel is None and tif.is_imagej:
-            voxel = voxel_from_imagej(tif)
+        voxel, fmt = tiff_metadata(tif)
         if data.ndim == 3 and tif.series and tif.series[0].axes.endswith("S"):
             data = data[..., None] if data.shape[-1] not in (3, 4) else data
-        fmt = "OME-TIFF" if tif.is_ome else ("ImageJ TIFF" if tif.is_imagej else "TIFF")
-    vol = Volume(data=data, format=fmt)
+    return with_metadata_voxel(Volume(data=data, format=fmt), voxel, p.name)
+
+
+def tiff_metadata(tif: Any) -> tuple[tuple[float, float, float] | None, str]:
+    """The voxel size (Z, Y, X nm) an open TIFF declares, OME metadata first, then ImageJ's
+    (None when neither does), and its flavour: what every TIFF reader here takes from the header."""
+    voxel = voxel_from_ome(tif) if tif.is_ome else None
+    if voxel is None and tif.is_imagej:
+        voxel = voxel_from_imagej(tif)
+    fmt = "OME-TIFF" if tif.is_ome else ("ImageJ TIFF" if tif.is_imagej else "TIFF")
+    return voxel, fmt
+
+
+def with_metadata_voxel(vol: Volume, voxel: Any, name: str) -> Volume:
+    """``vol`` with the voxel size its file declares (checked), when it declares one."""
     if voxel is not None:
-        vol.voxel_size_nm = check_voxel_size(voxel, f"The voxel size in {p.name}")
+        vol.voxel_size_nm = check_voxel_size(voxel, f"The voxel size in {name}")
         vol.voxel_size_source = "metadata"
     return vol
+
+
+def slice_files(folder: Path) -> list[Path]:
+    """The TIFF/PNG slices of a folder in natural order (slice_2 before slice_10)."""
+    files = sorted(
+        (f for f in folder.iterdir() if f.is_file() and f.name.lower().endswith(SLICE_SUFFIXES)),
+        key=lambda f: natural_key(f.name),
+    )
+    if not files:
+        raise VemcellError(f"Folder '{folder}' holds no TIFF or PNG slices.")
+    return files
+
+
+def mrc_voxel(mrc: Any) -> tuple[float, float, float] | None:
+    """The voxel size (Z, Y, X nm) an open MRC file declares in its header (Å), or None."""
+    vs = mrc.voxel_size
+    voxel = (float(vs.z) / 10.0, float(vs.y) / 10.0, float(vs.x) / 10.0)
+    return voxel if min(voxel) > 0 else None
 
 
 def natural_key(s: str) -> list:
@@ -272,12 +299,7 @@ def natural_key(s: str) -> list:
 
 
 def _read_folder(p: Path) -> Volume:
-    files = sorted(
-        (f for f in p.iterdir() if f.is_file() and f.name.lower().endswith(SLICE_SUFFIXES)),
-        key=lambda f: natural_key(f.name),
-    )
-    if not files:
-        raise VemcellError(f"Folder '{p}' holds no TIFF or PNG slices.")
+    files = slice_files(p)
     slices = []
     voxel = None
     for f in files:
@@ -324,10 +346,9 @@ def _read_mrc(p: Path) -> Volume:
         if mrc.data is None:
             raise VemcellError(f"'{p}' is not a valid MRC file.")
         data = np.array(mrc.data)
-        vs = mrc.voxel_size
-        voxel = (float(vs.z) / 10.0, float(vs.y) / 10.0, float(vs.x) / 10.0)
+        voxel = mrc_voxel(mrc)
     vol = Volume(data=data, format="MRC")
-    if min(voxel) > 0:
+    if voxel is not None:
         vol.voxel_size_nm = voxel
         vol.voxel_size_source = "metadata"
     return vol
