@@ -10,34 +10,19 @@ import numpy as np
 import pytest
 import tifffile
 
-from tiny_models import make_band_model
+from tiny_models import make_cells_model, two_cells_image
 from vemcell.cli.main import main
 from vemcell.io.volumes import read_tiff_info, read_volume, write_tiff
 
 
 @pytest.fixture()
 def band_model(tmp_path):
-    return make_band_model(
-        tmp_path / "models",
-        name="band",
-        centres=(0.1, 0.5, 0.9),
-        class_names=("background", "cytoplasm", "nucleus"),
-        tile=64,
-        voxel_size_nm=20.0,
-        normalisation={"method": "scale"},
-    )
+    return make_cells_model(tmp_path / "models")
 
 
 def two_cells(path, shape=(48, 64, 96)):
-    """Two separate cells (0.5 grey) with a bright nucleus (0.9) each, 20 nm voxels."""
-    z, y, x = np.indices(shape)
-    img = np.full(shape, 0.1, np.float32)
-    for cx in (26, 70):
-        cell = ((z - 24) / 18) ** 2 + ((y - 32) / 22) ** 2 + ((x - cx) / 20) ** 2 < 1
-        img[cell] = 0.5
-        nucleus = (z - 24) ** 2 + (y - 32) ** 2 + (x - cx) ** 2 < 8**2
-        img[nucleus] = 0.9
-    write_tiff(path, (img * 255).astype(np.uint8), (20.0, 20.0, 20.0))
+    """Two separate cells with a bright nucleus each, 20 nm voxels, written to ``path``."""
+    write_tiff(path, two_cells_image(shape), (20.0, 20.0, 20.0))
     return path
 
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tiny_models import make_band_model
+from tiny_models import make_cells_model, two_cells_image
 from vemcell.cli.main import main
 from vemcell.io.volumes import read_volume, write_tiff
 from vemcell.options import RunOptions
@@ -16,24 +16,9 @@ from vemcell.options import RunOptions
 @pytest.fixture()
 def sparse_stack(tmp_path):
     """Every 2nd section of two cells with bright nuclei (40 nm sections, 20 nm pixels)."""
-    shape = (48, 64, 96)
-    z, y, x = np.indices(shape)
-    img = np.full(shape, 0.1, np.float32)
-    for cx in (26, 70):
-        img[((z - 24) / 18) ** 2 + ((y - 32) / 22) ** 2 + ((x - cx) / 20) ** 2 < 1] = 0.5
-        img[(z - 24) ** 2 + (y - 32) ** 2 + (x - cx) ** 2 < 8**2] = 0.9
     path = tmp_path / "every2nd.tif"
-    write_tiff(path, (img[::2] * 255).astype(np.uint8), (40.0, 20.0, 20.0))
-    model = make_band_model(
-        tmp_path / "models",
-        name="band",
-        centres=(0.1, 0.5, 0.9),
-        class_names=("background", "cytoplasm", "nucleus"),
-        tile=64,
-        voxel_size_nm=20.0,
-        normalisation={"method": "scale"},
-    )
-    return path, model
+    write_tiff(path, two_cells_image()[::2], (40.0, 20.0, 20.0))
+    return path, make_cells_model(tmp_path / "models")
 
 
 @pytest.mark.parametrize("route", ["image", "shape"])

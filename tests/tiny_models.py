@@ -140,3 +140,29 @@ def make_context_model(folder: Path, name: str = "context", tile: int = 64) -> P
     ]
     _save_onnx(folder, name, nodes, "probabilities", 2, {"W": w, "B": b}, channels=3)
     return card
+
+
+def make_cells_model(folder: Path) -> Path:
+    """The band model for :func:`two_cells_image`: background, cytoplasm and nucleus by grey
+    level (0.1, 0.5, 0.9) at 20 nm, scaled as uint8."""
+    return make_band_model(
+        folder,
+        name="band",
+        centres=(0.1, 0.5, 0.9),
+        class_names=("background", "cytoplasm", "nucleus"),
+        tile=64,
+        voxel_size_nm=20.0,
+        normalisation={"method": "scale"},
+    )
+
+
+def two_cells_image(shape: tuple[int, int, int] = (48, 64, 96)) -> np.ndarray:
+    """Two separate cells (0.5 grey) with a bright nucleus (0.9) each in resin (0.1), uint8."""
+    z, y, x = np.indices(shape)
+    img = np.full(shape, 0.1, np.float32)
+    for cx in (26, 70):
+        cell = ((z - 24) / 18) ** 2 + ((y - 32) / 22) ** 2 + ((x - cx) / 20) ** 2 < 1
+        img[cell] = 0.5
+        nucleus = (z - 24) ** 2 + (y - 32) ** 2 + (x - cx) ** 2 < 8**2
+        img[nucleus] = 0.9
+    return (img * 255).astype(np.uint8)
