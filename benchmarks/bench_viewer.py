@@ -24,27 +24,19 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # the browser the viewer's tests drive, the same
+
+import headless_chromium  # noqa: E402
+
 RESULTS = HERE / "results" / "bench_viewer.json"
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND",
-    "--window-size=1280,800",
-]
 
 
 def make_demo_run(work: Path) -> Path:
@@ -69,21 +61,6 @@ def make_synth_run(work: Path, n: int) -> Path:
     return out
 
 
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in [*FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='vemcell-bench-')}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(
-        options=options, service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver")
-    )
-    driver.set_script_timeout(120)
-    return driver
-
-
 READY = """
 const done = arguments[arguments.length - 1];
 window.vemcellViewer.ready.then((t) => {
@@ -97,7 +74,7 @@ window.vemcellViewer.ready.then((t) => {
 
 
 def load_once(page: Path) -> dict:
-    driver = browser()
+    driver = headless_chromium.start((1280, 800), 120)
     try:
         driver.get(page.resolve().as_uri())
         out = driver.execute_async_script(READY)

@@ -16,12 +16,12 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import headless_chromium
 from conftest import REPO
 from vemcell.cli.main import main
 from vemcell.view import pack
@@ -201,47 +201,16 @@ def test_cli_writes_the_page_and_errors_are_one_line(run_dir, tmp_path, capsys):
 
 # ---- in a real browser ---------------------------------------------------------------------------
 
-CHROMIUM = os.environ.get("VEMCELL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = (
-    os.environ.get("VEMCELL_CHROMEDRIVER")
-    or shutil.which("chromedriver")
-    or "/usr/bin/chromedriver"
-)
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: no host name resolves
-    "--window-size=1000,760",
-]
-
 
 def start_browser():
     """A headless Chromium under chromedriver, or skip with the one reason there is none."""
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        missing.append("the selenium package")
-    if missing:
+    gone = headless_chromium.missing()
+    if gone:
         pytest.skip(
-            f"no headless browser ({', '.join(missing)} missing): apt-get install chromium "
+            f"no headless browser ({', '.join(gone)} missing): apt-get install chromium "
             "chromium-driver, and pip install selenium"
         )
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in [*FLAGS, f"--user-data-dir={tempfile.mkdtemp(prefix='vemcell-chromium-')}"]:
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_script_timeout(90)
-    return driver
+    return headless_chromium.start((1000, 760), 90, console_log=True)
 
 
 class Page:
