@@ -9,8 +9,8 @@ reproduced step by step:
    6-connected in 3D, as scipy's defaults are);
 3. the mask is resampled to the ~40 nm working grid block by block with the same linear
    interpolation ``scipy.ndimage.zoom`` uses (same coordinates, same weights);
-4. the watershed of :func:`vemcell.cells.separate.separate_cells` runs once on that coarse grid
-   (64× fewer voxels at 10 nm; seeds and flooding are global, so they agree everywhere);
+4. the watershed of :func:`vemcell.cells.separate.separate_cells` runs on that coarse grid
+   block by block, with halos and global seeds (:mod:`vemcell.blockwise.watershed`);
 5. the cell ids go back to the full grid per block, lost edge voxels grown as in memory (a halo
    of as many voxels as growth steps), and the ids are renumbered over the whole volume.
 """
@@ -96,18 +96,6 @@ def coarse_block(
     zoomed = ndi.map_coordinates(m, grid, order=1) > 127
     zarr.open_array(out, mode="r+")[cblock.box] = zoomed.astype(np.uint8)
     return 0
-
-
-def separate_coarse(coarse: str, voxel: tuple[float, ...], out: str, settings: dict) -> int:
-    """The watershed of :func:`separate_cells` on the whole working grid; returns the cells."""
-    import zarr
-
-    from vemcell.cells.separate import separate_cells
-
-    mask = np.asarray(zarr.open_array(coarse, mode="r")[...]) > 0
-    ids = separate_cells(mask, voxel, work_nm=None, **settings)
-    zarr.open_array(out, mode="r+")[...] = ids
-    return int(ids.max())
 
 
 def upsample_block(

@@ -183,18 +183,20 @@ def label(
     *,
     connectivity: int,
     value_lut: np.ndarray | None = None,
+    plan: Plan | None = None,
 ) -> Labelled:
     """Connected components of ``src`` (a work array; 0 = nothing) over the whole volume.
 
-    ``value_lut`` maps the stored values first (e.g. class → 0 to leave a class out).
+    ``value_lut`` maps the stored values first (e.g. class → 0 to leave a class out); ``plan``
+    is the block grid of ``src`` when it is not the run's (the coarse cell grid).
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     work: Work = runner.work
-    plan = work.plan
+    plan = plan or work.plan
     blocks = plan.blocks
-    local = work.create(f"{name}-local", np.uint32)
+    local = work.create(f"{name}-local", np.uint32, plan.shape, plan.block)
     res = runner.map(
         f"{name}-label", label_block, blocks, src, value_lut, connectivity, local, plan.shape
     )

@@ -29,6 +29,7 @@ import vemcell.blockwise.labels as blabels
 import vemcell.blockwise.meshes as bmeshes
 import vemcell.blockwise.ngff as ngff
 import vemcell.blockwise.segment as bseg
+import vemcell.blockwise.watershed as bwatershed
 from vemcell.blockwise.engine import Runner, connect
 from vemcell.blockwise.plan import Block, Plan, Work, halo_for, open_or_start
 from vemcell.errors import VemcellError
@@ -194,8 +195,9 @@ def run_blockwise(
         if opt.separate_cells != "off":
             with prog.stage("cells", "separating cells (unet)"):
                 runner.begin()
-                cells_raw, cell_lut, n_cells = _separate(runner, card, clean, voxel)
+                cells_raw, cell_lut, n_cells, flood = _separate(runner, card, clean, voxel)
                 report_cells = {"separated": True, "foreground": "unet", "cells": n_cells}
+                report_cells["watershed"] = {k: v for k, v in flood.items() if k != "cells"}
                 if n_cells == 0 or (n_cells == 1 and opt.separate_cells == "auto"):
                     report_cells.update(separated=False, reason=f"{n_cells} cell(s) found")
                     cells_raw, cell_lut = None, None
@@ -487,8 +489,9 @@ def _remove_specks(
 
 def _separate(
     runner: Runner, card: Any, labels: str, voxel: tuple[float, float, float]
-) -> tuple[str, np.ndarray, int]:
-    """Cell ids of the whole volume (see :mod:`vemcell.blockwise.cells`)."""
+) -> tuple[str, np.ndarray, int, dict]:
+    """Cell ids of the whole volume (see :mod:`vemcell.blockwise.cells`), and what the
+    watershed reports (:mod:`vemcell.blockwise.watershed`)."""
     from vemcell.cells.separate import DEFAULT_WORK_NM
 
     work, plan = runner.work, runner.work.plan
@@ -533,7 +536,7 @@ def _separate(
     coarse = work.create("coarse-mask", np.uint8, coarse_shape, cplan.block)
     runner.map("cells-zoom", bcells.coarse_block, cplan.blocks, plan, coarse_shape, source, coarse)
     cids = work.create("coarse-cells", np.uint16, coarse_shape, cplan.block)
-    runner.one("cells-watershed", bcells.separate_coarse, coarse, wv, cids, {})
+    flood = bwatershed.separate(runner, cplan, coarse, bwatershed.Settings.defaults(wv), cids)
     cells_raw = work.create("cells-raw", np.uint16)
     present = runner.map(
         "cells-grid", bcells.upsample_block, plan.blocks, plan, cids, source, steps, cells_raw
@@ -542,7 +545,7 @@ def _separate(
     ids = ids[ids > 0]
     lut = np.zeros(int(ids.max(initial=0)) + 1, np.uint16)
     lut[ids] = np.arange(1, len(ids) + 1)
-    return cells_raw, lut, len(ids)
+    return cells_raw, lut, len(ids), flood
 
 
 def final_block(

@@ -361,42 +361,91 @@ def _resample_factors(voxel: np.ndarray, work_nm: float | None) -> np.ndarray:
     return np.maximum(1.0, np.floor(work_nm / voxel))
 
 
+def face_pairs(
+    ids: np.ndarray, axes: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (k, 2) of different non-zero ids that share voxel faces, each once (low, high),
+    with how many faces they share (along ``axes``, default all): the region graph that small
+    regions are merged along."""
+    found = []
+    for ax in range(ids.ndim) if axes is None else axes:
+        a = np.moveaxis(ids, ax, 0)
+        u, v = a[:-1].ravel(), a[1:].ravel()
+        keep = (u != v) & (u > 0) & (v > 0)
+        if keep.any():
+            u, v = u[keep], v[keep]
+            found.append(np.stack([np.minimum(u, v), np.maximum(u, v)], axis=1))
+    if not found:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.int64)
+    pairs, counts = np.unique(np.concatenate(found).astype(np.int64), axis=0, return_counts=True)
+    return pairs, counts
+
+
+def small_region_targets(
+    sizes: np.ndarray, pairs: np.ndarray, counts: np.ndarray, min_voxels: int
+) -> np.ndarray:
+    """Where each region goes (index = id; 0 = removed) when every region smaller than
+    ``min_voxels`` joins the neighbour it shares most faces with, smallest first.
+
+    A region that earlier small regions joined brings their faces along; one with no
+    neighbour left is removed. Works on the region graph only, so a blockwise run merges with
+    the sizes and face counts summed over its blocks, exactly as in memory.
+    """
+    n = len(sizes)
+    target = np.arange(n, dtype=np.int64)
+    small = [
+        int(i) for i in np.argsort(sizes, kind="stable") if i > 0 and 0 < sizes[i] < min_voxels
+    ]
+    if not small:
+        return target
+    neighbours: dict[int, dict[int, int]] = {}
+    for (a, b), c in zip(pairs.tolist(), counts.tolist(), strict=True):
+        neighbours.setdefault(a, {})[b] = neighbours.setdefault(a, {}).get(b, 0) + c
+        neighbours.setdefault(b, {})[a] = neighbours.setdefault(b, {}).get(a, 0) + c
+    members = {i: [i] for i in small}
+    for lab in small:
+        if target[lab] != lab:
+            continue
+        group = members.get(lab, [lab])
+        touch: dict[int, int] = {}
+        for m in group:
+            for nb, c in neighbours.get(m, {}).items():
+                t = int(target[nb])
+                if t != lab and t > 0:
+                    touch[t] = touch.get(t, 0) + c
+        # the most faces; equal counts go to the lower id, as bincount().argmax() does
+        dest = min(touch, key=lambda t: (-touch[t], t)) if touch else 0
+        target[group] = dest
+        if dest:
+            members.setdefault(dest, [dest]).extend(group)
+    return target
+
+
 def merge_small_regions(ids: np.ndarray, min_voxels: int) -> np.ndarray:
     """Merge every region smaller than ``min_voxels`` into the neighbour it shares most faces
     with; regions with no neighbour are removed. Smallest regions go first."""
-    ids = ids.copy()
     sizes = np.bincount(ids.ravel())
-    small = [int(i) for i in np.argsort(sizes) if i > 0 and 0 < sizes[i] < min_voxels]
-    if not small:
-        return ids
-    boxes = ndi.find_objects(ids)
-    for lab in small:
-        box = boxes[lab - 1]
-        if box is None:
-            continue
-        grown = tuple(
-            slice(max(0, s.start - 1), min(n, s.stop + 1))
-            for s, n in zip(box, ids.shape, strict=True)
-        )
-        sub = ids[grown]
-        region = sub == lab
-        if not region.any():  # already merged into another one
-            continue
-        ring = ndi.binary_dilation(region) & ~region
-        neigh = sub[ring]
-        neigh = neigh[(neigh > 0) & (neigh != lab)]
-        target = int(np.bincount(neigh).argmax()) if neigh.size else 0
-        sub[region] = target
-        if target:
-            tbox = boxes[target - 1]
-            boxes[target - 1] = tuple(
-                slice(min(a.start, b.start), max(a.stop, b.stop))
-                for a, b in zip(tbox, box, strict=True)
-            )
-    return ids
+    if not np.any((sizes[1:] > 0) & (sizes[1:] < min_voxels)):
+        return ids.copy()
+    pairs, counts = face_pairs(ids)
+    return small_region_targets(sizes, pairs, counts, min_voxels)[ids].astype(ids.dtype)
 
 
-def _seeds(dist: np.ndarray, h: float, min_radius: float) -> np.ndarray:
+def distance_um(mask: np.ndarray, voxel_nm: np.ndarray) -> np.ndarray:
+    """Distance of every mask voxel to the nearest non-mask voxel, in µm (float32)."""
+    return ndi.distance_transform_edt(mask, sampling=voxel_nm).astype(np.float32) / 1000.0
+
+
+def smooth_distance(
+    dist: np.ndarray, mask: np.ndarray, voxel_nm: np.ndarray, smooth_um: float
+) -> np.ndarray:
+    """The distance map smoothed with a Gaussian of ``smooth_um`` (zero outside the mask)."""
+    if smooth_um <= 0:
+        return dist
+    return ndi.gaussian_filter(dist, smooth_um * 1000.0 / voxel_nm) * mask
+
+
+def seed_maxima(dist: np.ndarray, h: float, min_radius: float) -> np.ndarray:
     """h-maxima of ``dist`` that are at least ``min_radius`` high.
 
     A maximum of height ``p >= min_radius`` whose saddle lies below ``min_radius - h`` passes
@@ -488,14 +537,9 @@ def separate_cells(
     else:
         work, wv = mask, v
     advance(progress, 0.1, "distance transform")
-    dist = ndi.distance_transform_edt(work, sampling=wv).astype(np.float32) / 1000.0  # µm
-    if seed_smooth_um > 0:
-        sigma = seed_smooth_um * 1000.0 / wv
-        dist_s = ndi.gaussian_filter(dist, sigma) * work
-    else:
-        dist_s = dist
+    dist_s = smooth_distance(distance_um(work, wv), work, wv, seed_smooth_um)
     advance(progress, 0.4, "seeds")
-    peaks = _seeds(dist_s, seed_h_um, min_seed_radius_um)
+    peaks = seed_maxima(dist_s, seed_h_um, min_seed_radius_um)
     markers = cc_label(peaks, connectivity=3)
     # Components of the mask that got no seed (thin cells) still become a cell each.
     comps = cc_label(work, connectivity=1)
@@ -530,12 +574,16 @@ def separate_cells(
 
 def _cell_ids(ids: np.ndarray) -> np.ndarray:
     """Sequential ids as the uint16 cell volume every splitter returns (refused beyond 65535)."""
-    n = int(ids.max(initial=0))
+    check_cell_count(int(ids.max(initial=0)))
+    return ids.astype(np.uint16)
+
+
+def check_cell_count(n: int) -> None:
+    """Refuse more cells than a uint16 cell volume holds, in one sentence."""
     if n > np.iinfo(np.uint16).max:
         raise VemcellError(
             f"{n} cells found, more than a uint16 cell volume can hold; crop the volume."
         )
-    return ids.astype(np.uint16)
 
 
 def boundary_watershed(
@@ -683,7 +731,7 @@ def _boundary_block(
 
     interior = p < threshold
     dist = ndi.distance_transform_edt(interior, sampling=v).astype(np.float32)
-    markers, n = ndi.label(_seeds(dist, seed_h_nm, 0.0))
+    markers, n = ndi.label(seed_maxima(dist, seed_h_nm, 0.0))
     if n == 0:
         return np.ones(p.shape, np.int32)
     ids = watershed(p, markers)
