@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 CHROMIUM = os.environ.get("VEMCELL_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -25,6 +26,8 @@ FLAGS = [
     "--no-first-run",
     "--host-resolver-rules=MAP * ~NOTFOUND",  # offline: no host name resolves
 ]
+# Only the loopback address resolves (for pages and data served by the test itself).
+LOOPBACK_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
 
 
 def missing() -> list[str]:
@@ -37,15 +40,28 @@ def missing() -> list[str]:
     return gone
 
 
-def start(window: tuple[int, int], script_timeout_s: float, console_log: bool = False):
-    """A selenium driver of a fresh headless Chromium (its own empty profile)."""
+def start(
+    window: tuple[int, int],
+    script_timeout_s: float,
+    console_log: bool = False,
+    extra_flags: Sequence[str] = (),
+):
+    """A selenium driver of a fresh headless Chromium (its own empty profile).
+
+    ``extra_flags`` come after :data:`FLAGS`; Chromium takes the last of a repeated switch.
+    """
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="vemcell-chromium-")
-    for flag in [*FLAGS, f"--window-size={window[0]},{window[1]}", f"--user-data-dir={profile}"]:
+    for flag in [
+        *FLAGS,
+        *extra_flags,
+        f"--window-size={window[0]},{window[1]}",
+        f"--user-data-dir={profile}",
+    ]:
         options.add_argument(flag)
     if console_log:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +212,26 @@ def write_glb(item: tuple[str, list[dict[str, Any]]], out: str) -> str:
     return rel
 
 
+def neuroglancer_tags(class_names: Sequence[str]) -> dict[str, str]:
+    """Each class name as a Neuroglancer segment-property tag.
+
+    The format's tags must not contain spaces or start with ``#`` and are matched ignoring case:
+    Neuroglancer lists a tag ``lipid droplet`` but its query ``#lipid droplet`` fails ("Invalid
+    tag: lipid"), so runs of whitespace become ``_`` (and a clash ignoring case gets ``_2``, ...).
+    """
+    tags: dict[str, str] = {}
+    seen: set[str] = set()
+    for name in class_names:
+        base = re.sub(r"\s+", "_", name.strip()).lstrip("#") or "class"
+        tag, n = base, 1
+        while tag.casefold() in seen:
+            n += 1
+            tag = f"{base}_{n}"
+        seen.add(tag.casefold())
+        tags[name] = tag
+    return tags
+
+
 def write_neuroglancer_info(out: str, objects: list[dict[str, Any]]) -> None:
     """``neuroglancer/mesh/info`` and its segment properties (names, cells, classes, volumes)."""
     from vemcell.meshes.scene import write_file
@@ -222,6 +243,8 @@ def write_neuroglancer_info(out: str, objects: list[dict[str, Any]]) -> None:
             {"@type": "neuroglancer_legacy_mesh", "segment_properties": "segment_properties"}
         ).encode(),
     )
+    classes = sorted({o["class_name"] for o in objects})
+    tags = neuroglancer_tags(classes)
     props = {
         "@type": "neuroglancer_segment_properties",
         "inline": {
@@ -231,11 +254,8 @@ def write_neuroglancer_info(out: str, objects: list[dict[str, Any]]) -> None:
                 {
                     "id": "class",
                     "type": "tags",
-                    "tags": sorted({o["class_name"] for o in objects}),
-                    "values": [
-                        [sorted({p["class_name"] for p in objects}).index(o["class_name"])]
-                        for o in objects
-                    ],
+                    "tags": [tags[c] for c in classes],
+                    "values": [[classes.index(o["class_name"])] for o in objects],
                 },
                 {
                     "id": "volume_um3",
