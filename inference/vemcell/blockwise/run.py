@@ -529,9 +529,11 @@ def _separate(
     else:
         coarse_shape, steps = plan.shape, 0
     wv = tuple(float(x) for x in v * np.asarray(plan.shape) / np.asarray(coarse_shape))
-    # coarse blocks cover about one full-resolution block each, so a task reads no more
+    # coarse blocks cover about one full-resolution block each (at least 64 voxels a side, so
+    # the watershed's passes are not dominated by per-task overhead)
     cplan = Plan.make(
-        coarse_shape, tuple(max(8, int(b // k)) for b, k in zip(plan.block, f, strict=True))
+        coarse_shape,
+        tuple(max(bwatershed.MIN_BLOCK, int(b // k)) for b, k in zip(plan.block, f, strict=True)),
     )
     coarse = work.create("coarse-mask", np.uint8, coarse_shape, cplan.block)
     runner.map("cells-zoom", bcells.coarse_block, cplan.blocks, plan, coarse_shape, source, coarse)

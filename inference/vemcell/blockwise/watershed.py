@@ -30,6 +30,8 @@ from vemcell.blockwise.plan import Block, Box, Plan
 
 #: A block task's halo never makes it read more than this many coarse voxels.
 MAX_OUTER_VOXELS = 48_000_000
+#: The smallest coarse block edge a run uses: each of the ~12 passes is one task per block.
+MIN_BLOCK = 64
 #: Passes that flood stray voxels on, one halo further each, before the rest are merged.
 MAX_REFLOODS = 32
 
