@@ -255,6 +255,81 @@ def unet_block(block: int = 128) -> dict:
     }
 
 
+def equality(size: int, work: Path, block: int, workers: int = 2) -> dict:
+    """The same volume in memory and blockwise: labels, cells (one to one) and measurements."""
+    import csv
+
+    import tifffile
+    import zarr
+
+    from vemcell import pipeline
+    from vemcell.blockwise import run_blockwise
+    from vemcell.options import RunOptions
+
+    vol = make_volume(work / f"synth_{size}.zarr", size)
+    card = band_model(work / "models")
+    opt = RunOptions(model=str(card), threads=1, voxel_size_nm=(VOXEL_NM,) * 3)
+    mem, blk = work / f"equal_{size}_memory", work / f"equal_{size}_blockwise"
+    for d in (mem, blk):
+        shutil.rmtree(d, ignore_errors=True)
+    t0 = time.perf_counter()
+    pipeline.run(vol, mem, opt)
+    t_mem = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    report = run_blockwise(vol, blk, opt, workers=workers, memory_limit="6GB", block=(block,) * 3)
+    t_blk = time.perf_counter() - t0
+    la = tifffile.imread(mem / "labels.tif")
+    lb = np.asarray(zarr.open_array(str(blk / "labels.ome.zarr" / "0"), mode="r")[...])
+    labels_equal = float((la == lb).mean())
+    del la, lb
+    ca = tifffile.imread(mem / "cells.tif").astype(np.int64)
+    cb = np.asarray(zarr.open_array(str(blk / "cells.ome.zarr" / "0"), mode="r")[...])
+    pair, count = np.unique(ca * 65536 + cb, return_counts=True)
+    size_a = np.bincount(ca.ravel())
+    size_b = np.bincount(cb.ravel().astype(np.int64))
+    del ca, cb
+    a_ids, b_ids = pair // 65536, pair % 65536
+    ious = []
+    for i in range(1, len(size_a)):
+        sel = (a_ids == i) & (b_ids > 0)
+        if not sel.any():
+            ious.append(0.0)
+            continue
+        k = np.flatnonzero(sel)[np.argmax(count[sel])]
+        j = b_ids[k]
+        ious.append(count[k] / (size_a[i] + size_b[j] - count[k]))
+
+    def rows(d: Path) -> dict:
+        with open(d / "measurements.csv", newline="", encoding="utf-8") as fh:
+            return {(r["cell"], r["class_name"]): r for r in csv.DictReader(fh)}
+
+    ra, rb = rows(mem), rows(blk)
+    within = sum(
+        1
+        for k, a in ra.items()
+        if k in rb
+        and all(
+            abs(float(rb[k][c]) - float(a[c])) <= 0.005 * abs(float(a[c]))
+            for c in ("voxels", "volume_um3", "surface_area_um2")
+        )
+    )
+    return {
+        "size": size,
+        "block": block,
+        "blocks": report["blockwise"]["blocks"],
+        "labels_equal": round(labels_equal, 6),
+        "cells_memory": len(size_a) - 1,
+        "cells_blockwise": len(size_b) - 1,
+        "min_cell_iou": round(float(min(ious, default=1.0)), 5),
+        "cells_iou_099": int(sum(i >= 0.99 for i in ious)),
+        "measurements": len(ra),
+        "measurements_within_0_5pct": within,
+        "watershed": report["cells"].get("watershed"),
+        "memory_s": round(t_mem, 1),
+        "blockwise_s": round(t_blk, 1),
+    }
+
+
 def table(rows: list[dict]) -> str:
     head = (
         ["size", "workers", "blocks"]
@@ -293,9 +368,21 @@ def main() -> None:
     ap.add_argument(
         "--unet", action="store_true", help="time one block of cmerolae6 (with its halo)"
     )
+    ap.add_argument(
+        "--equal",
+        type=int,
+        metavar="SIZE",
+        help="run a SIZE³ volume in memory and blockwise (2 workers) and compare them",
+    )
     args = ap.parse_args()
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
-    if args.unet:
+    if args.equal:
+        work = args.work or Path(tempfile.mkdtemp(prefix="bench_blockwise_"))
+        work.mkdir(parents=True, exist_ok=True)
+        eq = equality(args.equal, work, args.block)
+        old["equality"] = [e for e in old.get("equality", []) if e["size"] != eq["size"]] + [eq]
+        print(json.dumps(eq, indent=1))
+    elif args.unet:
         old["unet_block"] = unet_block(args.block)
         print(json.dumps(old["unet_block"]))
     else:

@@ -1,14 +1,17 @@
 """Connected components of a volume too large for memory: per block, then merged globally.
 
 The method of cluster_tools and elf (Pape): (1) each block is labelled on its own with cc3d,
-ids local to the block; (2) each block compares its voxels on its faces with their neighbours
-in the adjacent blocks (the forward half of the neighbourhood: 13 offsets for 26-connectivity,
-edges and corners included) and returns the pairs of touching ids; (3) one union-find over all
-pairs (scipy.sparse.csgraph) gives every block-local id its global component, kept as one
-lookup table on disk; (4) readers map each block's ids through its slice of the table.
+ids local to the block, and its six face slabs are kept in a small side array; (2) each block
+compares its voxels on its faces with their neighbours in the adjacent blocks (the forward half
+of the neighbourhood: 13 offsets for 26-connectivity, edges and corners included), read from
+the neighbours' face slabs rather than their whole chunks, and returns the pairs of touching
+ids; (3) one union-find over all pairs (scipy.sparse.csgraph) gives every block-local id its
+global component, kept as one lookup table on disk; (4) readers map each block's ids through
+its slice of the table.
 
 Multi-label inputs (a class or an object id per voxel) are labelled per value, as cc3d does,
-and only equal values join across faces.
+and only equal values join across faces (pairs of different values are dropped on the driver,
+which knows every block-local id's value).
 """
 
 from __future__ import annotations
@@ -63,9 +66,11 @@ def label_block(
     value_lut: np.ndarray | None,
     connectivity: int,
     out: str,
+    faces: str,
     shape: tuple[int, int, int],
 ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-    """Label one block; write its local ids; return (n, sizes, values, border ids)."""
+    """Label one block; write its local ids and its six face slabs; return (n, sizes, values,
+    border ids)."""
     import cc3d
     import zarr
 
@@ -83,17 +88,27 @@ def label_block(
         )
         n = int(n)
     zarr.open_array(out, mode="r+")[block.box] = ids
+    slabs = zarr.open_array(faces, mode="r+")
+    stack = np.zeros(slabs.shape[1:], np.uint32)
+    for f, (ax, end) in enumerate(FACES):
+        face = np.take(ids, -1 if end else 0, axis=ax)
+        stack[f, : face.shape[0], : face.shape[1]] = face
+    slabs[block.index] = stack
     sizes = np.bincount(ids.ravel(), minlength=n + 1)
     values = np.zeros(n + 1, v.dtype)
     values[ids.ravel()] = v.ravel()
-    faces = []
+    border_faces = []
     for ax in range(3) if connectivity != 4 else (1, 2):
         if block.start[ax] == 0:
-            faces.append(np.take(ids, 0, axis=ax).ravel())
+            border_faces.append(np.take(ids, 0, axis=ax).ravel())
         if block.stop[ax] == shape[ax]:
-            faces.append(np.take(ids, -1, axis=ax).ravel())
-    border = np.unique(np.concatenate(faces)) if faces else np.zeros(0, np.uint32)
+            border_faces.append(np.take(ids, -1, axis=ax).ravel())
+    border = np.unique(np.concatenate(border_faces)) if border_faces else np.zeros(0, np.uint32)
     return n, sizes, values, border[border > 0]
+
+
+#: The six face slabs a block keeps: (axis, 0 = low side / 1 = high side).
+FACES = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
 
 
 def global_ids(
@@ -124,19 +139,53 @@ def global_ids(
     return out
 
 
-def pairs_block(
-    block: Block,
-    local: str,
-    src: str,
-    value_lut: np.ndarray | None,
-    connectivity: int,
-    plan: Plan,
-    offsets: np.ndarray,
-) -> np.ndarray:
-    """Pairs (k, 2) of global indices that touch across this block's faces."""
+def shell(block: Block, plan: Plan, faces: str, offsets: np.ndarray) -> np.ndarray:
+    """Global indices on the block's own faces and on the one-voxel shell around it (the
+    block grown by one, its interior left 0), read from the blocks' face slabs only."""
+    import zarr
+
+    slabs = zarr.open_array(faces, mode="r")
     ext = block.grown(1, plan.shape)
-    g = global_ids(local, plan, offsets, ext)
-    v = _values(src, ext, value_lut)
+    g = np.zeros(tuple(s.stop - s.start for s in ext), np.uint64)
+    for d in itertools.product((-1, 0, 1), repeat=3):
+        nb = plan.block_at(tuple(a + b for a, b in zip(block.grid, d, strict=True)))
+        if nb is None:
+            continue
+        stack = np.asarray(slabs[nb.index])
+        first = np.uint64(offsets[nb.index])
+        # the part of the shell (or, for d = 0, the faces) that lies in block nb
+        parts = [(ax, 1 if d[ax] < 0 else 0) for ax in range(3) if d[ax]] or list(FACES)
+        for ax, end in parts[:1] if any(d) else parts:
+            f = FACES.index((ax, end))
+            others = [a for a in range(3) if a != ax]
+            face = stack[f, : nb.shape[others[0]], : nb.shape[others[1]]]
+            full = np.expand_dims(face, ax)
+            at = nb.stop[ax] - 1 if end else nb.start[ax]
+            box = [slice(nb.start[a], nb.stop[a]) for a in range(3)]
+            box[ax] = slice(at, at + 1)
+            inter = [
+                slice(max(b.start, e.start), min(b.stop, e.stop))
+                for b, e in zip(box, ext, strict=True)
+            ]
+            if any(i.stop <= i.start for i in inter):
+                continue
+            src = tuple(
+                slice(i.start - b.start, i.stop - b.start) for i, b in zip(inter, box, strict=True)
+            )
+            dst = tuple(
+                slice(i.start - e.start, i.stop - e.start) for i, e in zip(inter, ext, strict=True)
+            )
+            part = full[src]
+            g[dst] = np.where(part > 0, part.astype(np.uint64) + first, g[dst])
+    return g
+
+
+def pairs_block(
+    block: Block, faces: str, connectivity: int, plan: Plan, offsets: np.ndarray
+) -> np.ndarray:
+    """Pairs (k, 2) of global indices that touch across this block's faces (any values)."""
+    ext = block.grown(1, plan.shape)
+    g = shell(block, plan, faces, offsets)
     inner = block.inner_in(ext)
     found = []
     for off in OFFSETS[connectivity]:
@@ -168,7 +217,6 @@ def pairs_block(
                 continue
             a_ids, b_ids = g[tuple(src_box)], g[tuple(dst_box)]
             keep = (a_ids > 0) & (b_ids > 0) & (a_ids != b_ids)
-            keep &= v[tuple(src_box)] == v[tuple(dst_box)]
             if keep.any():
                 found.append(np.stack([a_ids[keep], b_ids[keep]], axis=1))
     if not found:
@@ -197,16 +245,20 @@ def label(
     plan = plan or work.plan
     blocks = plan.blocks
     local = work.create(f"{name}-local", np.uint32, plan.shape, plan.block)
+    m = max(plan.block)
+    faces = work.create(f"{name}-faces", np.uint32, (len(blocks), 6, m, m), (1, 6, m, m))
     res = runner.map(
-        f"{name}-label", label_block, blocks, src, value_lut, connectivity, local, plan.shape
+        f"{name}-label", label_block, blocks, src, value_lut, connectivity, local, faces, plan.shape
     )
     counts = np.array([r[0] for r in res], np.int64)
     offsets = np.concatenate([[0], np.cumsum(counts)])
-    pairs = runner.map(
-        f"{name}-faces", pairs_block, blocks, local, src, value_lut, connectivity, plan, offsets
-    )
+    pairs = runner.map(f"{name}-faces", pairs_block, blocks, faces, connectivity, plan, offsets)
     total = int(offsets[-1])
     edges = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.uint64)
+    gvalue = np.zeros(total + 1, np.int64)
+    for b, (k, _, vals, _) in zip(blocks, res, strict=True):
+        gvalue[offsets[b.index] + 1 : offsets[b.index] + k + 1] = vals[1:]
+    edges = edges[gvalue[edges[:, 0].astype(np.int64)] == gvalue[edges[:, 1].astype(np.int64)]]
     graph = coo_matrix(
         (
             np.ones(len(edges), np.int8),
