@@ -14,6 +14,8 @@ workers): the peak of the sum, and each worker's own peak.
     .venv/bin/python benchmarks/bench_blockwise.py --sizes 256 512 --workers 1 2
     .venv/bin/python benchmarks/bench_blockwise.py --sizes 1024 --workers 2
     .venv/bin/python benchmarks/bench_blockwise.py --unet        # one 128³ block of cmerolae6
+    .venv/bin/python benchmarks/bench_blockwise.py --equal 384   # in memory vs blockwise
+    .venv/bin/python benchmarks/bench_blockwise.py --equal-watershed 1024 --block 32
 
 Prints a table and writes JSON to ``benchmarks/results/bench_blockwise.json`` (rows merged by
 size and workers, so runs can be made one at a time).
@@ -330,6 +332,55 @@ def equality(size: int, work: Path, block: int, workers: int = 2) -> dict:
     }
 
 
+def watershed_equality(size: int, block: int, workers: int = 2) -> dict:
+    """The cell watershed alone, blockwise against ``separate_cells``, on the working grid of a
+    ``size``³ lattice volume (every 4th voxel: 40 nm) in small blocks, so halos really cut."""
+    import zarr
+    from distributed import Client, LocalCluster
+
+    from vemcell.blockwise import watershed
+    from vemcell.blockwise.engine import Runner
+    from vemcell.blockwise.plan import Plan, Work
+    from vemcell.cells.separate import separate_cells
+
+    n = size // 4
+    z, y, x = np.ogrid[:n, :n, :n]
+    mask = np.zeros((n,) * 3, bool)
+    for c in centres((size,) * 3) / 4.0:
+        mask |= (z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 < (RADIUS / 4.0) ** 2
+    voxel = (4 * VOXEL_NM,) * 3
+    t0 = time.perf_counter()
+    ref = separate_cells(mask, voxel, work_nm=None)
+    t_mem = time.perf_counter() - t0
+    with (
+        tempfile.TemporaryDirectory() as d,
+        LocalCluster(n_workers=workers, threads_per_worker=1, memory_limit="3GB") as lc,
+        Client(lc) as client,
+    ):
+        plan = Plan.make(mask.shape, (block,) * 3)
+        work = Work(d, plan)
+        src = work.create("mask", np.uint8)
+        zarr.open_array(src, mode="r+")[...] = mask
+        out = work.create("cells", np.uint16)
+        t0 = time.perf_counter()
+        rep = watershed.separate(
+            Runner(client, work), plan, src, watershed.Settings.defaults(voxel), out
+        )
+        t_blk = time.perf_counter() - t0
+        got = np.asarray(zarr.open_array(out, mode="r")[...])
+    return {
+        "working_grid": n,
+        "block": block,
+        "cells_memory": int(ref.max()),
+        "cells_blockwise": int(got.max()),
+        "voxels_equal": round(float((got == ref).mean()), 7),
+        "identical": bool(np.array_equal(got, ref)),
+        "watershed": rep,
+        "memory_s": round(t_mem, 1),
+        "blockwise_s": round(t_blk, 1),
+    }
+
+
 def table(rows: list[dict]) -> str:
     head = (
         ["size", "workers", "blocks"]
@@ -374,6 +425,13 @@ def main() -> None:
         metavar="SIZE",
         help="run a SIZE³ volume in memory and blockwise (2 workers) and compare them",
     )
+    ap.add_argument(
+        "--equal-watershed",
+        type=int,
+        metavar="SIZE",
+        help="the cell watershed alone on a SIZE³ lattice's working grid, blockwise in --block "
+        "blocks against in memory",
+    )
     args = ap.parse_args()
     old = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"rows": []}
     if args.equal:
@@ -381,6 +439,10 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         eq = equality(args.equal, work, args.block)
         old["equality"] = [e for e in old.get("equality", []) if e["size"] != eq["size"]] + [eq]
+        print(json.dumps(eq, indent=1))
+    elif args.equal_watershed:
+        eq = watershed_equality(args.equal_watershed, args.block)
+        old["watershed_equality"] = eq
         print(json.dumps(eq, indent=1))
     elif args.unet:
         old["unet_block"] = unet_block(args.block)

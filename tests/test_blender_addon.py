@@ -795,11 +795,27 @@ def test_a_blockwise_run_imports_its_largest_cells(core, clean_scene, fake_run):
 def test_a_volume_too_large_for_the_cut_planes_is_read_every_few_voxels(
     core, fake_run, monkeypatch
 ):
-    """The EM section of a large (blockwise) run comes from every step-th voxel, not all."""
+    """The EM section of a large volume comes from every step-th voxel, not all; of a run with
+    an OME-Zarr EM pyramid (a blockwise run's em.ome.zarr), from the level that fits."""
     emslice = core["emslice"]
     volume = str(fake_run.parent / "volume.tif")  # 40 x 80 x 160
     emslice._VOLUMES.clear()
     monkeypatch.setattr(emslice, "MAX_VOXELS", 64_000)
-    data, lo, hi, step = emslice.load_volume(volume)
-    assert step == 2 and data.shape == (20, 40, 80) and hi > lo
+    data, lo, hi, voxel = emslice.load_volume(volume, (10.0, 10.0, 10.0))
+    assert voxel == (20.0, 20.0, 20.0) and data.shape == (20, 40, 80) and hi > lo
+    emslice._VOLUMES.clear()
+
+    zarr = pytest.importorskip("zarr")
+    from vemcell.blockwise import ngff
+
+    em = fake_run.parent / "em.ome.zarr"
+    full = np.random.default_rng(0).integers(0, 255, (64, 128, 256), dtype=np.uint8)
+    paths = ngff.create(str(em), full.shape, (32, 32, 32), full.dtype, first=1)
+    assert len(paths) == 2  # levels 1 and 2, no full-resolution copy
+    for k, path in enumerate(paths, start=1):
+        zarr.open_array(path, mode="r+")[...] = full[:: 2**k, :: 2**k, :: 2**k]
+    ngff.write_metadata(str(em), (10.0, 10.0, 10.0), None, name="em")
+    monkeypatch.setattr(emslice, "MAX_VOXELS", 100_000)  # level 1 holds 262,144: level 2 fits
+    data, lo, hi, voxel = emslice.load_volume(str(em), (10.0, 10.0, 10.0))
+    assert voxel == (40.0, 40.0, 40.0) and np.array_equal(data, full[::4, ::4, ::4])
     emslice._VOLUMES.clear()

@@ -201,6 +201,10 @@ def test_ome_zarr_metadata_and_levels(setup, cluster, tmp_path):
     small, voxel = read_level(out / "labels.ome.zarr", max_voxels=200_000)
     assert small.shape == (32, 48, 64) and voxel == (40.0, 40.0, 40.0)
     assert np.array_equal(small, full[::2, ::2, ::2])
+    em, voxel = read_level(out / "em.ome.zarr", max_voxels=10**9)  # the EM for viewers
+    assert voxel == (40.0, 40.0, 40.0) and not (out / "em.ome.zarr" / "0").exists()
+    assert np.array_equal(em, tifffile.imread(setup["volume"])[::2, ::2, ::2])
+    assert json.loads((out / "report.json").read_text())["em_preview"] == "em.ome.zarr"
     listed = cells_by_size(out)
     assert [c["cell"] for c in listed] == [1, 2]  # cell 1 is the larger
     assert listed[0]["volume_um3"] > listed[1]["volume_um3"] > 0
@@ -256,9 +260,7 @@ def packed_cells(shape=(56, 80, 88), n=26, seed=3) -> np.ndarray:
 @pytest.mark.parametrize(
     ("block", "strays"), [((16, 16, 16), True), ((20, 27, 13), True), ((56, 32, 88), False)]
 )
-def test_blockwise_watershed_equals_in_memory_over_block_shapes(
-    cluster, tmp_path, block, strays
-):
+def test_blockwise_watershed_equals_in_memory_over_block_shapes(cluster, tmp_path, block, strays):
     """Seeds, flooding and small-region merging agree with separate_cells on the coarse grid,
     including a tube longer than the halo (its far end is flooded on in later passes) and a
     region flooded inside a halo that misses the seed winning there globally (made stray)."""
@@ -284,6 +286,20 @@ def test_blockwise_watershed_equals_in_memory_over_block_shapes(
     assert (report["stray_voxels"] > 0) == strays
     assert report["stray_voxels_merged"] == 0
     assert np.array_equal(got, ref), (got != ref).mean()
+
+
+def test_the_em_preview_takes_every_second_voxel_whatever_the_block_shape(tmp_path):
+    from vemcell.blockwise import ngff
+    from vemcell.blockwise import segment as bseg
+    from vemcell.blockwise.plan import Plan
+
+    full = np.random.default_rng(4).integers(0, 255, (21, 130, 17), dtype=np.uint8)
+    src = tmp_path / "v.tif"
+    write_tiff(src, full, (20.0, 20.0, 20.0))
+    (level1,) = ngff.create(str(tmp_path / "em.ome.zarr"), full.shape, (8, 9, 11), np.uint8, 1)
+    for block in Plan.make(ngff.level_shapes(full.shape)[1], (8, 9, 11)).blocks:
+        bseg.preview_block(block, str(src), (20.0, 20.0, 20.0), level1)
+    assert np.array_equal(read_zarr(Path(level1)), full[::2, ::2, ::2])
 
 
 def test_zoom_by_blocks_equals_scipy_zoom():

@@ -21,29 +21,52 @@ from . import scene as vscene
 from .cutplanes import cut_planes
 
 SLICE_TAG = "vemcell_slice"
-_VOLUMES: dict[tuple[str, float], tuple[np.ndarray, float, float]] = {}
+_VOLUMES: dict[tuple[str, float], tuple[np.ndarray, float, float, tuple]] = {}
 
 
 #: The most voxels of the EM volume held for the cut planes; a larger volume (a blockwise run's)
-#: is read every ``step``-th voxel along each axis, which is plenty for a section on screen.
+#: is read from the level of its OME-Zarr pyramid that fits, or else every ``step``-th voxel
+#: along each axis, which is plenty for a section on screen.
 MAX_VOXELS = 64_000_000
 
 
-def load_volume(path: str) -> tuple[np.ndarray, float, float, int]:
-    """The volume (z, y, x), its display range (0.5th, 99.5th percentiles) and the step it was
-    read with (1, or more for a volume over :data:`MAX_VOXELS`), cached."""
+def _pyramid(path: Path) -> bool:
+    """Whether ``path`` is an OME-Zarr image with multiscale levels."""
+    import json
+
+    for meta in ("zarr.json", ".zattrs"):
+        f = path / meta
+        if f.is_file():
+            attrs = json.loads(f.read_text(encoding="utf-8"))
+            attrs = attrs.get("attributes", attrs)
+            return bool((attrs.get("ome") or attrs).get("multiscales"))
+    return False
+
+
+def load_volume(
+    path: str, voxel_nm: tuple[float, float, float]
+) -> tuple[np.ndarray, float, float, tuple[float, float, float]]:
+    """The volume (z, y, x), its display range (0.5th, 99.5th percentiles) and the voxel size
+    it was read at: the finest OME-Zarr level within :data:`MAX_VOXELS`, or every step-th
+    voxel of a larger plain volume. Cached."""
     p = Path(path)
     key = (str(p), p.stat().st_mtime if p.exists() else 0.0)
     if key in _VOLUMES:
         return _VOLUMES[key]
     backend.ensure_importable()
-    step = 1
+    voxel = tuple(float(v) for v in voxel_nm)
     try:
-        from vemcell.io.lazy import open_lazy
+        if p.is_dir() and _pyramid(p):
+            from vemcell.blockwise.ngff import read_level
 
-        lazy = open_lazy(p).data
-        step = max(1, math.ceil((math.prod(lazy.shape) / MAX_VOXELS) ** (1 / 3)))
-        data = np.asarray(lazy[::step, ::step, ::step])
+            data, voxel = read_level(p, MAX_VOXELS)
+        else:
+            from vemcell.io.lazy import open_lazy
+
+            lazy = open_lazy(p).data
+            step = max(1, math.ceil((math.prod(lazy.shape) / MAX_VOXELS) ** (1 / 3)))
+            data = np.asarray(lazy[::step, ::step, ::step])
+            voxel = tuple(v * step for v in voxel)
     except ImportError:
         import tifffile
 
@@ -54,7 +77,7 @@ def load_volume(path: str) -> tuple[np.ndarray, float, float, int]:
     if hi <= lo:
         hi = lo + 1.0
     _VOLUMES.clear()  # keep one volume in memory at a time
-    _VOLUMES[key] = (data, lo, hi, step)
+    _VOLUMES[key] = (data, lo, hi, voxel)
     return _VOLUMES[key]
 
 
@@ -179,12 +202,12 @@ def update(scene: bpy.types.Scene, empty: bpy.types.Object) -> bool:
     root = vscene.find_root(scene)
     if plane is None or root is None:
         return False
-    path = str(root.get("vemcell_input", ""))
+    # a blockwise run's EM pyramid (em.ome.zarr) when it has one, else the input volume
+    path = str(root.get("vemcell_em", "") or root.get("vemcell_input", ""))
     voxel = root.get("vemcell_voxel_size_nm")
     if not path or voxel is None or not Path(path).exists():
         return False
-    data, lo, hi, step = load_volume(path)
-    voxel = tuple(float(v) * step for v in voxel)
+    data, lo, hi, voxel = load_volume(path, tuple(voxel))
     image = bpy.data.images.get(str(plane.get(SLICE_TAG)))
     if image is None:
         return False

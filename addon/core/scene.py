@@ -206,6 +206,8 @@ def import_run_dir(
     root[ROOT_TAG] = True
     root["vemcell_run_dir"] = str(run_dir)
     root["vemcell_input"] = volume
+    if report.get("em_preview") and (run_dir / report["em_preview"]).is_dir():
+        root["vemcell_em"] = str(run_dir / report["em_preview"])
     if voxel is not None:
         root["vemcell_voxel_size_nm"] = list(voxel)
     timings = {k: float(v) for k, v in (report.get("timings_s") or {}).items() if _numeric(v)}

@@ -32,13 +32,18 @@ def level_shapes(shape: Sequence[int]) -> list[tuple[int, int, int]]:
     return shapes  # type: ignore[return-value]
 
 
-def create(path: str, shape: Sequence[int], block: Sequence[int], dtype: Any) -> list[str]:
-    """Create (or keep) the group and the arrays of every level; returns their paths."""
+def create(
+    path: str, shape: Sequence[int], block: Sequence[int], dtype: Any, first: int = 0
+) -> list[str]:
+    """Create (or keep) the group and the arrays of every level from ``first`` on (1: no
+    full-resolution copy, as for the EM preview); returns their paths."""
     import zarr
 
     root = zarr.open_group(path, mode="a", zarr_format=3)
     paths = []
     for k, s in enumerate(level_shapes(shape)):
+        if k < first:
+            continue
         chunks = tuple(min(b, n) for b, n in zip(block, s, strict=True))
         name = str(k)
         if name in root:
@@ -62,7 +67,7 @@ def downsample_block(block: Block, src: str, dst: str) -> int:
 
 
 def pyramid(runner: Any, name: str, paths: list[str], block: Sequence[int]) -> None:
-    """Fill levels 1… from level 0, one task per block of each level."""
+    """Fill each level after the first from the one above, one task per block of each level."""
     import zarr
 
     for k in range(1, len(paths)):

@@ -51,6 +51,7 @@ SCENE_CELLS = 20
 
 #: Files and folders a blockwise run writes into its output folder.
 OUTPUTS = (
+    "em.ome.zarr",
     "labels.ome.zarr",
     "cells.ome.zarr",
     "meshes",
@@ -166,6 +167,17 @@ def run_blockwise(
             )
             scaling = bseg.scaling(stats, vol.dtype, card.normalisation)
             del stats
+            # the EM at every second voxel and coarser, for viewers (the add-on's cut planes)
+            em_dtype = np.uint8 if vol.dtype == np.bool_ else vol.dtype
+            half = tuple(max(8, b // 2) for b in plan.block)  # a task reads one block's worth
+            em_paths = ngff.create(str(final / "em.ome.zarr"), plan.shape, half, em_dtype, 1)
+            if em_paths:
+                level1 = Plan.make(ngff.level_shapes(plan.shape)[1], half)
+                runner.map(
+                    "em-level1", bseg.preview_block, level1.blocks, vol.path, voxel, em_paths[0]
+                )
+                ngff.pyramid(runner, "em", em_paths, half)
+                ngff.write_metadata(str(final / "em.ome.zarr"), voxel, None, name="em")
 
         # ---- segmentation ----------------------------------------------------------------
         with prog.stage("segment", f"segmenting with {card.name}"):
@@ -366,6 +378,7 @@ def run_blockwise(
         "cells": report_cells,
         "meshes": len(merged),
         "watertight": int(sum(m["watertight"] for m in merged)),
+        "em_preview": "em.ome.zarr" if em_paths else None,
         "blockwise": {
             "block_zyx": list(plan.block),
             "grid_zyx": list(plan.grid),

@@ -67,6 +67,16 @@ def stats_block(block: Block, path: str, voxel: tuple[float, float, float], step
     return out
 
 
+def preview_block(block: Block, path: str, voxel: tuple[float, float, float], dst: str) -> int:
+    """One block of the EM pyramid's level 1 (every second voxel of the input), for viewers."""
+    import zarr
+
+    box = tuple(slice(2 * a, 2 * b) for a, b in zip(block.start, block.stop, strict=True))
+    a = np.asarray(volume(path, voxel).data[box])[::2, ::2, ::2]
+    zarr.open_array(dst, mode="r+")[block.box] = a.astype(np.uint8) if a.dtype == np.bool_ else a
+    return 0
+
+
 @dataclass(frozen=True)
 class Scaling:
     """How every block maps its intensities to [0, 1] (decided once, for the whole volume)."""
