@@ -15,7 +15,7 @@ workers): the peak of the sum, and each worker's own peak.
     .venv/bin/python benchmarks/bench_blockwise.py --sizes 1024 --workers 2
     .venv/bin/python benchmarks/bench_blockwise.py --unet        # one 128³ block of cmerolae6
     .venv/bin/python benchmarks/bench_blockwise.py --equal 384   # in memory vs blockwise
-    .venv/bin/python benchmarks/bench_blockwise.py --equal-watershed 1024 --block 32
+    .venv/bin/python benchmarks/bench_blockwise.py --equal-watershed 1024 --block 64
 
 Prints a table and writes JSON to ``benchmarks/results/bench_blockwise.json`` (rows merged by
 size and workers, so runs can be made one at a time).

@@ -542,8 +542,8 @@ def _separate(
     else:
         coarse_shape, steps = plan.shape, 0
     wv = tuple(float(x) for x in v * np.asarray(plan.shape) / np.asarray(coarse_shape))
-    # coarse blocks cover about one full-resolution block each (at least 64 voxels a side, so
-    # the watershed's passes are not dominated by per-task overhead)
+    # coarse blocks cover about one full-resolution block each, at least MIN_BLOCK a side
+    # (their halos are wide: see vemcell.blockwise.watershed)
     cplan = Plan.make(
         coarse_shape,
         tuple(max(bwatershed.MIN_BLOCK, int(b // k)) for b, k in zip(plan.block, f, strict=True)),
