@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -141,6 +142,7 @@ class MemorySampler:
         self.me = psutil.Process()
         self.peak_total = 0
         self.peak_each: dict[int, int] = {}
+        self.loads: list[float] = []  # the 1-minute load average: was the machine quiet?
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -155,6 +157,7 @@ class MemorySampler:
                 total += rss
                 self.peak_each[p.pid] = max(self.peak_each.get(p.pid, 0), rss)
             self.peak_total = max(self.peak_total, total)
+            self.loads.append(os.getloadavg()[0])
             self._stop.wait(0.2)
 
     def __enter__(self) -> MemorySampler:
@@ -204,6 +207,7 @@ def run_one(size: int, workers: int, work: Path, memory_limit: str, block: int) 
         "merge_s": round(sum(v for k, v in steps.items() if k.endswith("-faces")), 1),
         "io_mvox_per_s": round(size**3 / 1e6 / max(steps.get("final", 0.0), 1e-9), 1),
         "peak_total_mb": round(mem.peak_total / 1e6, 0),
+        "load_avg_mean": round(float(np.mean(mem.loads)), 2) if mem.loads else None,
         "peak_driver_mb": round(report["peak_rss_mb"], 0),
         "peak_worker_mb": worker_peaks,
         "cells": report["cells"].get("cells"),
@@ -385,7 +389,7 @@ def table(rows: list[dict]) -> str:
     head = (
         ["size", "workers", "blocks"]
         + COLUMNS
-        + ["s/block seg", "merge s", "peak all MB", "peak worker MB", "cells", "watertight"]
+        + ["s/block seg", "merge s", "peak all MB", "peak worker MB", "cells", "watertight", "load"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: (r["size"], r["workers"])):
@@ -402,6 +406,7 @@ def table(rows: list[dict]) -> str:
                     "/".join(f"{w:.0f}" for w in r["peak_worker_mb"]),
                     str(r["cells"]),
                     f"{r['watertight']}/{r['meshes']}",
+                    str(r.get("load_avg_mean", "")),
                 ]
             )
             + " |"
