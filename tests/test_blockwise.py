@@ -459,3 +459,24 @@ def test_lazy_readers_read_regions_like_the_whole_volume(tmp_path):
         == read_volume(tmp_path / "plain.tif").voxel_size_nm
         == (5.0, 4.0, 4.0)
     )
+
+
+def test_the_distance_halo_stops_at_its_cap_in_resin_free_tissue(tmp_path, monkeypatch):
+    """A block deep inside resin-free tissue does not grow its halo to the whole volume."""
+    from vemcell.blockwise import watershed
+    from vemcell.blockwise.plan import Plan, Work
+
+    mask = np.ones((48, 48, 48), bool)
+    mask[:, :, :2] = False  # resin only along one side, far from the middle block
+    plan = Plan.make(mask.shape, (16, 16, 16))
+    work = Work(tmp_path, plan)
+    src = work.create("mask", np.uint8)
+    zarr.open_array(src, mode="r+")[...] = mask
+    out = work.create("dist", np.float32)
+    s = watershed.Settings.defaults((40.0, 40.0, 40.0))
+    middle = plan.block_at((1, 1, 1))
+    top, capped = watershed.distance_block(middle, plan.shape, src, s, 2, out)
+    assert not capped and top == pytest.approx(0.040 * 30)  # x = 16..31, the resin at x = 1
+    monkeypatch.setattr(watershed, "MAX_OUTER_VOXELS", 20**3)
+    top, capped = watershed.distance_block(middle, plan.shape, src, s, 2, out)
+    assert capped and top == pytest.approx(0.040 * 2)  # only up to the halo it could afford

@@ -86,12 +86,15 @@ def _whole(outer: Box, shape: tuple[int, ...]) -> list[bool]:
 
 def distance_block(
     block: Block, shape: tuple[int, int, int], mask: str, s: Settings, halo: int, out: str
-) -> float:
-    """Exact distance to the resin (µm) of one block; returns its largest value.
+) -> tuple[float, bool]:
+    """Exact distance to the resin (µm) of one block; returns its largest value and whether
+    the halo hit its cap first (then the distance is exact only up to the halo).
 
     A voxel's nearest resin is at most its computed distance away, so once the largest
     distance inside the block is shorter than the halo (on every side that does not end at
-    the volume's edge) every nearest resin was read and the block is exact.
+    the volume's edge) every nearest resin was read and the block is exact. The halo doubles
+    until then, but never past :data:`MAX_OUTER_VOXELS` (a block deep inside resin-free
+    tissue would otherwise end up reading the whole volume).
     """
     from vemcell.cells.separate import distance_um
 
@@ -108,10 +111,16 @@ def distance_block(
             default=math.inf,
         )
         if all(whole) or (not m.all() and top < reach):
+            capped = False
+            break
+        if math.prod(b.stop - b.start for b in block.grown(2 * h, shape)) > MAX_OUTER_VOXELS:
+            # no resin read at all: scipy measures to a phantom corner, so take the plateau
+            inner = np.full_like(inner, reach) if m.all() else np.minimum(inner, np.float32(reach))
+            top, capped = min(top, reach), True
             break
         h *= 2
     _write(out, block.box, inner)
-    return top
+    return top, capped
 
 
 def seeds_block(
@@ -359,7 +368,8 @@ def separate(runner: Any, plan: Plan, mask: str, s: Settings, out: str) -> dict[
     dist = work.create("cells-distance", np.float32, shape, plan.block)
     start = max(1, math.ceil(1000.0 / min(s.voxel_nm)))  # 1 µm, doubled where needed
     tops = runner.map("cells-distance", distance_block, blocks, shape, mask, s, start, dist)
-    largest = float(max(tops, default=0.0))
+    largest = float(max((t for t, _ in tops), default=0.0))
+    capped = sum(c for _, c in tops)
     halo, shrunk = flood_halo(largest, s, plan.block)
     smooth = work.create("cells-smooth", np.float32, shape, plan.block)
     peaks = work.create("cells-peaks", np.uint8, shape, plan.block)
@@ -420,6 +430,7 @@ def separate(runner: Any, plan: Plan, mask: str, s: Settings, out: str) -> dict[
         "largest_distance_um": round(largest, 4),
         "halo_voxels": list(halo),
         "halo_shrunk": bool(shrunk),
+        "distance_capped_blocks": int(capped),
         "stray_voxels": initial_stray,
         "reflood_passes": passes,
         "orphan_voxels": orphans,
