@@ -10,9 +10,12 @@ blocks of that grid, so no task ever holds more than a block and its halo:
 3. seeds and mask pieces labelled over the whole grid (:mod:`vemcell.blockwise.labels`) and
    numbered by their first voxel in raster order, as ``skimage.measure.label`` numbers them in
    memory; a piece with no seed is one marker of its own;
-4. **watershed** per block with the same halo and the global markers; mask voxels no marker
-   reaches inside the halo (a cell longer than the halo) are held as their piece and joined to
-   the region they touch most;
+4. **watershed** per block with the same halo and the global markers. Mask voxels no marker
+   reaches inside the halo (a cell longer than the halo) are flooded on from the regions around
+   them, one halo further per pass; a region flooded where the seed that wins there globally
+   lay outside the halo can be cut off from its own seed, and such parts (a global labelling
+   of the regions finds them) are flooded again; whatever is still unreached after
+   :data:`MAX_REFLOODS` passes joins the region it touches most;
 5. small regions merged along the face graph summed over blocks, by the function the in-memory
    run uses (:func:`vemcell.cells.separate.small_region_targets`).
 """
