@@ -17,7 +17,7 @@ from vemcell.cli.main import main  # noqa: E402
 from vemcell.errors import VemcellError  # noqa: E402
 from vemcell.io.volumes import write_tiff  # noqa: E402
 from vemcell_train.data import IGNORE, Augment, SliceSampler, VolumePair  # noqa: E402
-from vemcell_train.losses import TverskyLoss  # noqa: E402
+from vemcell_train.losses import TverskyLoss, distillation_loss  # noqa: E402
 from vemcell_train.model import (  # noqa: E402
     AttentionUNet,
     add_context_into,
@@ -195,6 +195,25 @@ def test_a_trained_network_widens_without_changing_its_output(tmp_path: Path) ->
         start_from_narrow(2)
     with pytest.raises(ValueError, match="narrower"):
         widen_into(narrow, wide)
+
+
+def test_a_narrower_student_distils_a_trained_teacher(tmp_path: Path) -> None:
+    logits = torch.randn(2, 3, 8, 8)
+    assert distillation_loss(logits, logits, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert distillation_loss(logits, torch.randn(2, 3, 8, 8), 2.0).item() > 0
+    vols = [pair(1)]
+    quick = dict(epochs=1, steps_per_epoch=2, threads=1)
+    train(tiny_config(**quick), vols, tmp_path / "teacher", card=CARD, log=lambda m: None)
+    teacher = str(tmp_path / "teacher" / "best.pt")
+    log: list[str] = []
+    cfg = tiny_config(**quick, base=2, teacher=teacher, kd_weight=0.5, kd_temperature=2.0)
+    run = train(cfg, vols, tmp_path / "student", card=CARD, log=log.append)
+    assert run["history"][0]["loss"] > 0
+    assert any("distilling from" in m for m in log)
+    assert load_checkpoint(tmp_path / "student" / "best.pt")["arch"]["base"] == 2
+    with pytest.raises(VemcellError, match="n_classes"):
+        four = {**CARD, "classes": CARD["classes"] + [{"name": "extra"}]}
+        train(tiny_config(**quick, teacher=teacher), vols, tmp_path / "x", card=four)
 
 
 def test_sampler_and_augment_carry_neighbouring_slices_along() -> None:

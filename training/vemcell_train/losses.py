@@ -75,3 +75,21 @@ class TverskyLoss(nn.Module):
                 logits, target.long(), weight=self.ce_class_weights, ignore_index=self.ignore_index
             )
         return loss
+
+
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al. 2015): mean over pixels of the KL divergence of the
+    student's class probabilities from the teacher's, both softened by ``temperature``.
+
+    Scaled by ``temperature**2`` so its gradients keep their size whatever the temperature.
+    Every pixel counts, unlabelled ones too (the teacher has an answer for them).
+    """
+    if temperature <= 0:
+        raise ValueError("distillation temperature must be positive")
+    t = float(temperature)
+    log_p = F.log_softmax(student_logits / t, dim=1)
+    log_q = F.log_softmax(teacher_logits.detach() / t, dim=1)
+    kl = (log_q.exp() * (log_q - log_p)).sum(1).mean()
+    return kl * t * t

@@ -23,7 +23,7 @@ from vemcell.io.volumes import atomic_path
 from vemcell.progress import Progress
 from vemcell.segmentation.segment import direction_slices
 from vemcell_train.data import IGNORE, Augment, SliceSampler, VolumePair, with_channels
-from vemcell_train.losses import TverskyLoss
+from vemcell_train.losses import TverskyLoss, distillation_loss
 from vemcell_train.model import add_context_into, build_model, count_parameters, widen_into
 
 CHECKPOINT_FORMAT = "vemcell-checkpoint/1"
@@ -64,6 +64,12 @@ class TrainConfig:
     ce_class_weights: str = ""
     # neighbouring slices on each side fed with every slice as extra input channels (2.5D)
     context: int = 0
+    # knowledge distillation: a vemcell checkpoint of a trained teacher ("" = none; a shipped
+    # ONNX model becomes one with vemcell_train.onnx_weights), the weight of the distillation
+    # term added to the loss, and its softening temperature
+    teacher: str = ""
+    kd_weight: float = 1.0
+    kd_temperature: float = 1.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -216,6 +222,12 @@ def train(
             config.ce_class_weights, n_classes, "ce_class_weights"
         ),
     )
+    teacher = _load_teacher(config.teacher, arch) if config.teacher else None
+    if teacher is not None:
+        log(
+            f"distilling from {config.teacher} ({_n_weights(teacher) / 1e6:.2f} M "
+            f"parameters, weight {config.kd_weight:g}, temperature {config.kd_temperature:g})"
+        )
     history: list[dict] = []
     start_epoch, best = 0, -1.0
     last_path = out / "last.pt"
@@ -295,7 +307,13 @@ def train(
             else:
                 x, y = with_channels(x_np), y_np
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            if teacher is not None:
+                with torch.no_grad():
+                    target = teacher(x)
+                kd = distillation_loss(logits, target, config.kd_temperature)
+                loss = loss + config.kd_weight * kd
             if not torch.isfinite(loss):
                 raise VemcellError(
                     f"Training diverged at epoch {epoch + 1} (loss {loss.item()}); lower --lr."
@@ -360,6 +378,23 @@ def train(
     return {"history": history, "best_score": best}
 
 
+def _load_teacher(path: str, arch: dict) -> torch.nn.Module:
+    """The frozen teacher network of a distillation run (eval mode: no dropout, fixed norms)."""
+    ckpt = load_checkpoint(path)
+    t_arch = ckpt["arch"]
+    for key in ("n_classes", "in_channels"):
+        if t_arch.get(key, 1) != arch[key]:
+            raise VemcellError(
+                f"The teacher {path} has {key} {t_arch.get(key, 1)}, the student {arch[key]}."
+            )
+    teacher = build_model(t_arch)
+    teacher.load_state_dict(ckpt["model"])
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def _grow(arch: dict, src: dict):
     """How ``src``'s weights seed the larger ``arch`` with the same output, and a note; or None."""
     if _context_only(arch, src):
@@ -386,3 +421,8 @@ def _wider_only(arch: dict, src: dict) -> bool:
     """Whether ``arch`` is ``src`` with the same layout and at least its width."""
     rest = ("n_classes", "depth", "dropout", "in_channels")
     return all(arch.get(k) == src.get(k) for k in rest) and arch["base"] >= src["base"]
+
+
+def _n_weights(model: torch.nn.Module) -> int:
+    """Number of parameters, frozen ones included (a teacher's)."""
+    return sum(p.numel() for p in model.parameters())
