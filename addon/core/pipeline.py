@@ -1,9 +1,9 @@
-"""One-call building blocks shared by the operators and the headless script."""
+"""Building blocks shared by the operators and the headless script: importing a run folder,
+peeking at a volume's voxel size, the embedded sample and the shipped models."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import bpy
@@ -24,22 +24,6 @@ def load_result(
     root = vscene.import_run_dir(run_dir, scene, colours, max_cells)
     cutplanes.apply_to_objects(scene, fast=fast_cuts)
     return root
-
-
-def build(
-    scene: bpy.types.Scene,
-    volume: str | os.PathLike,
-    options: backend.RunOptions,
-    base_dir: str | os.PathLike | None = None,
-    python: str = "",
-    on_progress: Callable[[backend.ProgressEvent], None] | None = None,
-    colours: dict[str, tuple[float, float, float, float]] | None = None,
-) -> tuple[Path, bpy.types.Collection]:
-    """Run the pipeline on ``volume`` synchronously (background mode) and import its result."""
-    if not volume or not Path(volume).exists():
-        raise backend.BackendError(f"The input volume '{volume}' does not exist.")
-    run_dir = backend.run_sync(volume, options, base_dir, python, on_progress)
-    return run_dir, load_result(scene, run_dir, colours)
 
 
 def read_voxel_size(path: str) -> tuple[tuple[float, float, float], str] | None:
