@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from vemcell.sparse.core import cast_to, check_factor, check_sections, output_sections
+from vemcell.sparse.image import robust_range
 
 
 @dataclass
@@ -65,15 +66,6 @@ class INRSettings:
     lr_mlp: float = 1e-3
     seed: int = 0
     threads: int = 1
-
-
-def _robust_range(arr: np.ndarray) -> tuple[float, float]:
-    flat = np.asarray(arr).reshape(-1)
-    step = max(1, flat.size // 2_000_000)
-    lo, hi = np.percentile(flat[::step].astype(np.float32), [0.5, 99.5])
-    if hi <= lo:
-        hi = lo + 1.0
-    return float(lo), float(hi)
 
 
 def level_shapes(
@@ -172,7 +164,7 @@ def fit(
     rng = np.random.default_rng(s.seed)
     kept = np.asarray(kept)
     n, h, w = kept.shape
-    lo, hi = _robust_range(kept)
+    lo, hi = robust_range(kept)
     target = torch.from_numpy(((kept.astype(np.float32) - lo) / (hi - lo)).reshape(-1))
     shapes = level_shapes(n, h, w, voxel_nm, s.levels, s.min_res)
     field = GridField(shapes, s.features, s.hidden)

@@ -80,7 +80,7 @@ class PairFlow:
     either section (the grey levels, or a class's signed distance) to a depth in between."""
 
     def __init__(self, a: np.ndarray, b: np.ndarray, flow_maker: _FlowMaker | None = None) -> None:
-        fm = flow_maker or _FlowMaker(*_range(np.stack([a, b])))
+        fm = flow_maker or _FlowMaker(*robust_range(np.stack([a, b])))
         self.cv2 = fm.cv2
         a8, b8 = fm.to_u8(a), fm.to_u8(b)
         self.f_ab, self.f_ba = fm(a8, b8), fm(b8, a8)
@@ -129,7 +129,7 @@ def interpolate_pair(
     return [pair.blend(af, bf, t) for t in ts]
 
 
-def _range(arr: np.ndarray) -> tuple[float, float]:
+def robust_range(arr: np.ndarray) -> tuple[float, float]:
     """Robust grey range (0.5–99.5 percentiles of a subsample) for the 8-bit flow copies."""
     flat = np.asarray(arr).reshape(-1)
     step = max(1, flat.size // 2_000_000)
@@ -178,7 +178,7 @@ def reconstruct(
         out = np.empty(shape, arr.dtype)
     elif out.shape != shape or out.dtype != arr.dtype:
         raise VemcellError(f"The output array must be {shape} {arr.dtype}.")
-    fm = _FlowMaker(*_range(arr)) if method == "flow" else None
+    fm = _FlowMaker(*robust_range(arr)) if method == "flow" else None
     ts = [j / k for j in range(1, k)]
     for i in range(n - 1):
         out[i * k] = arr[i]

@@ -20,7 +20,7 @@ import numpy as np
 from vemcell.errors import VemcellError
 from vemcell.progress import advance
 from vemcell.sparse.core import check_factor, check_memory, check_sections
-from vemcell.sparse.image import _range, interpolate_pair, reconstruct
+from vemcell.sparse.image import interpolate_pair, reconstruct, robust_range
 from vemcell.sparse.shape import shape_interpolate
 
 
@@ -88,7 +88,7 @@ def make_video(
     if labels is not None and colors is None:
         raise VemcellError("Colouring the organelles needs their colours (a model or label info).")
     method = method or ("flow" if sparse else "linear")
-    lo, hi = _range(image)
+    lo, hi = robust_range(image)
     step_nm = z_step_nm
     if sparse is not None:
         k = check_factor(sparse)
