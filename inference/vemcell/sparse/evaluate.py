@@ -13,7 +13,7 @@ segments the kept sections and interpolates the shapes (no image, so no PSNR/SSI
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,11 @@ from vemcell.sparse.image import reconstruct
 from vemcell.sparse.shape import shape_interpolate
 
 FORMAT = "vemcell-sparse-eval/1"
+
+
+#: A restoration method supplied by the caller: (kept sections, factor, their voxel size in nm)
+#: -> (the restored stack, facts for the report or None).
+Restorer = Callable[[np.ndarray, int, tuple[float, float, float]], tuple[np.ndarray, Any]]
 
 
 def _round(v: float | None, n: int = 4) -> float | None:
@@ -119,6 +124,7 @@ def sparse_eval(
     progress: Any = None,
     segment_options: dict[str, Any] | None = None,
     learned_models: dict[int, str] | None = None,
+    restorers: dict[str, Restorer] | None = None,
 ) -> dict[str, Any]:
     """The sparse-section measurement of one full stack (see the module docstring).
 
@@ -126,7 +132,9 @@ def sparse_eval(
     against the full stack's segmentation only. ``nearest`` is always measured as the baseline.
     ``scored_classes`` limits the IoU and count tables to some classes (e.g. ``membrane``).
     ``learned_models`` maps a factor to its z-restoration model for the ``learned`` method
-    (trained on the kept sections only).
+    (trained on the kept sections only). ``restorers`` adds methods from outside the runtime
+    (a trial in ``vemcell_train``): name → ``f(kept, factor, kept_voxel_nm)`` returning the
+    restored stack and a dict of facts stored in its row (or None).
     """
     from vemcell.segmentation.segment import resolve_directions, segment
 
@@ -171,7 +179,8 @@ def sparse_eval(
         else float(image.max() - image.min()) or 1.0
     )
 
-    steps = 1 + len(factors) * (len(methods) + int(shape_route))
+    restorers = dict(restorers or {})
+    steps = 1 + len(factors) * (len(methods) + len(restorers) + int(shape_route))
     done = 0
 
     def tick(msg: str) -> None:
@@ -223,13 +232,19 @@ def sparse_eval(
             real = _iou(ref[dropped], truth[dropped], card, scored)
             entry["real_sections"] = {"iou_vs_labels": real, "mean_iou_vs_labels": _mean(real)}
         rows = []
-        for m in methods:
+        for m in [*methods, *restorers]:
             t0 = time.perf_counter()
-            restored = reconstruct(kept, k, m, model=(learned_models or {}).get(k))
+            facts = None
+            if m in restorers:
+                restored, facts = restorers[m](kept, k, sparse_voxel)
+            else:
+                restored = reconstruct(kept, k, m, model=(learned_models or {}).get(k))
             t_restore = time.perf_counter() - t0
             row: dict[str, Any] = {"route": "image", "method": m}
             if m == "learned":
                 row["model"] = str((learned_models or {}).get(k))
+            if facts is not None:
+                row[m] = facts
             row.update(_image_scores(full, restored, k, data_range))
             t0 = time.perf_counter()
             vol = Volume(data=restored, voxel_size_nm=voxel)  # type: ignore[arg-type]
