@@ -480,3 +480,14 @@ def test_the_distance_halo_stops_at_its_cap_in_resin_free_tissue(tmp_path, monke
     monkeypatch.setattr(watershed, "MAX_OUTER_VOXELS", 20**3)
     top, capped = watershed.distance_block(middle, plan.shape, src, s, 2, out)
     assert capped and top == pytest.approx(0.040 * 2)  # only up to the halo it could afford
+
+
+def test_the_watershed_halo_shrinks_to_the_budget_and_stops():
+    """A block over the voxel budget on its own gets a halo of 1 instead of looping forever."""
+    from vemcell.blockwise import watershed
+
+    s = watershed.Settings.defaults((40.0, 40.0, 40.0))
+    halo, shrunk = watershed.flood_halo(0.7, s, (96, 96, 96))
+    assert not shrunk and halo == (44, 44, 44)
+    halo, shrunk = watershed.flood_halo(0.7, s, (400, 400, 400))  # 64 M voxels > 48 M
+    assert shrunk and halo == (1, 1, 1)

@@ -303,7 +303,10 @@ def flood_halo(
         for v, g in zip(s.voxel_nm, s.smooth_reach, strict=True)
     ]
     halo = list(want)
-    while np.prod([b + 2 * h for b, h in zip(block, halo, strict=True)]) > MAX_OUTER_VOXELS:
+    while (
+        np.prod([b + 2 * h for b, h in zip(block, halo, strict=True)]) > MAX_OUTER_VOXELS
+        and max(halo) > 1
+    ):  # a block over the budget on its own keeps a halo of 1 (the flooding passes go on)
         halo = [max(1, int(h * 0.9)) for h in halo]
     return tuple(halo), halo != want  # type: ignore[return-value]
 
@@ -311,6 +314,8 @@ def flood_halo(
 def _reflood(runner: Any, job: FloodJob, stray: list[int], passes: int) -> tuple[list[int], int]:
     """Flood stray voxels on from the regions around them, one halo further per pass, until
     none is left or a pass changes nothing. Returns the strays per block and the passes."""
+    if not sum(stray):
+        return stray, passes
     blocks = job.plan.blocks
     update = runner.work.create("cells-reflood", np.uint32, job.plan.shape, job.plan.block)
     for _ in range(MAX_REFLOODS):
