@@ -153,9 +153,14 @@ def shell(block: Block, plan: Plan, faces: str, offsets: np.ndarray) -> np.ndarr
             continue
         stack = np.asarray(slabs[nb.index])
         first = np.uint64(offsets[nb.index])
-        # the part of the shell (or, for d = 0, the faces) that lies in block nb
-        parts = [(ax, 1 if d[ax] < 0 else 0) for ax in range(3) if d[ax]] or list(FACES)
-        for ax, end in parts[:1] if any(d) else parts:
+        # this block's own six faces; of a neighbour, its face towards this block along the
+        # first axis it lies off (cropped to the shell below: a slab, a row or a corner)
+        if any(d):
+            ax = next(a for a in range(3) if d[a])
+            parts = [(ax, 1 if d[ax] < 0 else 0)]
+        else:
+            parts = FACES
+        for ax, end in parts:
             f = FACES.index((ax, end))
             others = [a for a in range(3) if a != ax]
             face = stack[f, : nb.shape[others[0]], : nb.shape[others[1]]]
