@@ -323,15 +323,15 @@ def test_other_errors_are_one_sentence(tmp_path, capsys):
 # --- the learned method ---------------------------------------------------------------------
 
 
-def _zero_residual_model(folder, factor: int):
-    """A z-restoration ONNX whose residual is 0 (so it must give the linear fill)."""
+def _channel_model(folder, weights=(0.0, 0.0, 0.0, 0.0)):
+    """A restoration ONNX whose residual is a fixed mix of its four input channels."""
     from onnx import TensorProto, helper, numpy_helper, save
 
-    w = numpy_helper.from_array(np.zeros((1, 2, 1, 1), np.float32), "W")
+    w = numpy_helper.from_array(np.array(weights, np.float32).reshape(1, 4, 1, 1), "W")
     graph = helper.make_graph(
-        [helper.make_node("Conv", ["planes", "W"], ["residual"])],
-        "zero",
-        [helper.make_tensor_value_info("planes", TensorProto.FLOAT, ["N", 2, "H", "W"])],
+        [helper.make_node("Conv", ["x", "W"], ["residual"])],
+        "mix",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, "H", "W"])],
         [helper.make_tensor_value_info("residual", TensorProto.FLOAT, ["N", 1, "H", "W"])],
         initializer=[w],
     )
@@ -339,37 +339,106 @@ def _zero_residual_model(folder, factor: int):
     model.ir_version = 8
     folder.mkdir(parents=True, exist_ok=True)
     save(model, folder / "z.onnx")
-    card = {"format": "vemcell-zrestore/1", "factor": factor, "divisor": 8, "step_nm": 10.0}
-    (folder / "z.json").write_text(json.dumps(card))
+    (folder / "z.json").write_text(json.dumps({"format": "vemcell-zinterp/1", "divisor": 8}))
     return folder / "z.onnx"
 
 
-def test_learned_method_runs_its_onnx_on_both_plane_directions(tmp_path):
-    kept = _blobs(4, 40)
-    model = _zero_residual_model(tmp_path, 3)
-    out = sparse.reconstruct(kept, 3, "learned", model=str(model))
-    lin = sparse.reconstruct(kept, 3, "linear")
-    assert out.shape == lin.shape and out.dtype == kept.dtype
+def test_learned_method_adds_its_residual_to_the_flow_blend(tmp_path, monkeypatch):
+    from vemcell.sparse import learned
+    from vemcell.sparse.image import robust_range
+
+    kept = _blobs(4, 40, shift=2.0)
+    zero = _channel_model(tmp_path / "zero")
+    out = sparse.reconstruct(kept, 3, "learned", model=str(zero))
+    flow = sparse.reconstruct(kept, 3, "flow")
+    assert out.shape == flow.shape and out.dtype == kept.dtype
     assert np.array_equal(out[::3], kept)
-    assert np.abs(out.astype(int) - lin).max() <= 1
-    with pytest.raises(VemcellError, match="trained for factor 3"):
-        sparse.reconstruct(kept, 2, "learned", model=str(model))
-    with pytest.raises(VemcellError, match="needs a model"):
-        sparse.reconstruct(kept, 2, "learned")
+    assert np.abs(out.astype(int) - flow).max() <= 1  # residual 0: the flow blend
+    # residual = t (the fourth channel), in tiles far smaller than the section
+    monkeypatch.setattr(learned, "TILE", 16)
+    monkeypatch.setattr(learned, "MARGIN", 4)
+    depth = _channel_model(tmp_path / "depth", (0.0, 0.0, 0.0, 1.0))
+    lo, hi = robust_range(kept)
+    fl = sparse.reconstruct(kept.astype(np.float32), 3, "flow")
+    got = sparse.reconstruct(kept.astype(np.float32), 3, "learned", model=str(depth))
+    for j in (1, 2):
+        assert np.allclose(got[j::3], fl[j::3] + j / 3 * (hi - lo), atol=1e-3)
 
 
-def test_learned_training_planes_restore_rows_of_the_sections():
+def test_learned_method_errors_are_one_sentence(tmp_path):
+    kept = _blobs(3, 24)
+    with pytest.raises(VemcellError, match="No section-restoration model named 'nope'"):
+        sparse.reconstruct(kept, 2, "learned", model="nope")
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "vemcell-zinterp/1"}))
+    with pytest.raises(VemcellError, match="not a readable ONNX model"):
+        sparse.reconstruct(kept, 2, "learned", model=str(tmp_path / "bad.onnx"))
+    (tmp_path / "bad.json").write_text(json.dumps({"format": "vemcell-model-card/1"}))
+    with pytest.raises(VemcellError, match="not a section-restoration card"):
+        sparse.reconstruct(kept, 2, "learned", model=str(tmp_path / "bad.onnx"))
+
+
+def test_shipped_restoration_model_has_a_card_and_restores_motion():
+    from vemcell.cards.card import list_models
+    from vemcell.sparse.learned import find_model
+
+    onnx_path, card = find_model(None)
+    assert onnx_path.stat().st_size < 30e6
+    for key in ("trained_on", "training", "validation", "licence", "factors"):
+        assert card.get(key), key
+    assert "zinterp" not in {c.name for c in list_models()}  # not a segmentation model
+    full = _blobs(9, 48, shift=2.0)
+    dropped = np.arange(9) % 2 != 0
+    err = {
+        m: np.abs(sparse.reconstruct(full[::2], 2, m)[dropped].astype(float) - full[dropped]).mean()
+        for m in ("linear", "learned")
+    }
+    assert err["learned"] < 0.6 * err["linear"], err
+
+
+def test_learned_training_pretrains_adapts_and_exports(tmp_path):
     pytest.importorskip("torch")
-    from vemcell_train.zrestore import PlaneSampler, linear_fill, resample_rows
+    from vemcell_train import zinterp
 
-    sec = np.random.default_rng(0).random((64, 48)).astype(np.float32)
-    assert resample_rows(sec, 5.0, 20.0).shape == (16, 48)  # 5 nm pixels to 20 nm rows
-    planes = np.arange(2 * 9 * 4, dtype=np.float32).reshape(2, 9, 4) ** 1.0
-    filled = linear_fill(planes, 4)
-    assert np.array_equal(filled[:, ::4], planes[:, ::4])
-    assert np.allclose(filled[:, 2], (planes[:, 0] + planes[:, 4]) / 2)
-    sampler = PlaneSampler(np.stack([sec, sec]), 10.0, 10.0, 2, rows=17, cols=32, seed=0)
-    x, target, weight = sampler.batch(4)
-    assert x.shape == (4, 2, 24, 32) and target.shape == (4, 1, 24, 32)
-    assert weight[:, 0, 0:17:2].sum() == 0 and weight[:, 0, 1:17:2].all()
-    assert weight[:, 0, 17:].sum() == 0
+    full = _blobs(14, 48, shift=1.5)
+    write_tiff(tmp_path / "full.tif", full, (20.0, 20.0, 20.0))
+    stack = zinterp.load_stack(str(tmp_path / "full.tif"), (2, 4), None, 32)
+    samples = zinterp.build_samples(stack, (0, 14))
+    assert len(samples) == 12 * 1 + 10 * 3  # gap 2: one between, gap 4: three
+    x, z = samples[0]
+    assert x.shape == (4, 48, 48) and z == 1 and np.allclose(x[3], 0.5)
+    out = tmp_path / "m.onnx"
+    args = ["--steps", "4", "--batch", "2", "--crop", "32", "--threads", "1"]
+    spec = f"{tmp_path / 'full.tif'}:2,4"
+    assert zinterp.main(["pretrain", "--stack", spec, "--out", str(out), *args]) == 0
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["format"] == "vemcell-zinterp/1" and card["training"]["steps"] == 4
+    restored = sparse.reconstruct(full[::2], 2, "learned", model=str(out))
+    assert np.array_equal(restored[::2], full[::2])
+    adapted = tmp_path / "a.onnx"
+    a_args = ["adapt", str(tmp_path / "full.tif"), "--keep-every", "2", "--init", str(out)]
+    assert zinterp.main([*a_args, "--out", str(adapted), *args]) == 0
+    assert json.loads(adapted.with_suffix(".json").read_text())["adapted_from"]
+    assert sparse.reconstruct(full[::2], 2, "learned", model=str(adapted)).shape == (13, 48, 48)
+
+
+def test_learned_training_judge_is_the_shipped_segmentation_model():
+    pytest.importorskip("torch")
+    import torch
+
+    from vemcell.cards.card import resolve_model
+    from vemcell_train.zinterp import SegmentationJudge
+
+    card = resolve_model("cmerolae6")
+    judge = SegmentationJudge("cmerolae6", 20.0, 10.0, 250.0)
+    img = _blobs(1, 64)[0]
+    x = torch.from_numpy(((img.astype(np.float32) - 10.0) / 240.0)[None, None])
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(card.onnx_path))
+    ref = sess.run(None, {sess.get_inputs()[0].name: (img / 255.0).astype(np.float32)[None, None]})[
+        0
+    ]
+    with torch.no_grad():
+        got = torch.softmax(judge.logits(x), 1).numpy()
+    assert np.abs(got - ref).max() < 1e-3

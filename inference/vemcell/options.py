@@ -20,7 +20,7 @@ PRECISIONS = ("auto", "fp32", "int8")
 #: route restores the sections then segments (the better by measurement, docs/sparse), the
 #: shape route segments the kept sections and interpolates the shapes.
 SPARSE_ROUTES = ("image", "shape")
-SPARSE_METHODS = ("nearest", "linear", "flow")
+SPARSE_METHODS = ("nearest", "linear", "flow", "learned")
 
 #: The one-click animations (the add-on's ``core/animation.py`` keys each one).
 ANIMATIONS = ("turntable", "cut-sweep", "reveal", "flythrough")

@@ -28,13 +28,24 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
         default="flow",
         help="flow: optical flow both ways, warped and blended (default); linear: "
         "distance-weighted average of the two neighbours; nearest: copy the nearest kept "
-        "section; learned: a z-restoration network trained on the stack (--learned-model)",
+        "section; learned: a network that corrects flow (shipped model zinterp, or "
+        "--learned-model)",
     )
     p.add_argument(
         "--learned-model",
-        metavar="M.onnx",
-        help="z-restoration model for --method learned (python -m vemcell_train.zrestore)",
+        metavar="M",
+        help="restoration model for --method learned: a shipped name or an .onnx with its card "
+        "(default zinterp; adapt it to a stack with python -m vemcell_train.zinterp adapt)",
     )
+
+
+def _learned_name(args: argparse.Namespace, voxel: tuple, k: int) -> str | None:
+    """The restoration model a ``learned`` run used (for the output's metadata)."""
+    if args.method != "learned":
+        return None
+    from vemcell.sparse.learned import default_model
+
+    return args.learned_model or default_model(voxel, k)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,7 +85,12 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with prog.stage("reconstruct", f"restoring sections ({args.method}, factor {k})"):
         full = sparse.reconstruct(
-            vol.array(), k, args.method, progress=prog, model=args.learned_model
+            vol.array(),
+            k,
+            args.method,
+            progress=prog,
+            model=args.learned_model,
+            voxel_size_nm=vol.voxel_size_nm,
         )
     seconds = time.perf_counter() - t0
     info = {
@@ -82,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         "source": vol.path,
         "factor": k,
         "method": args.method,
-        "learned_model": args.learned_model,
+        "learned_model": _learned_name(args, vol.voxel_size_nm, k),
         "kept_sections": f"every {k}-th, from section 0",
         "source_voxel_size_nm_zyx": list(vol.voxel_size_nm),
         "seconds": round(seconds, 3),

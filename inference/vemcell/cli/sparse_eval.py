@@ -45,9 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--learned-model",
         action="append",
         default=[],
-        metavar="K=M.onnx",
-        help="the z-restoration model of factor K for --methods learned (repeatable; train it "
-        "on the kept sections only: python -m vemcell_train.zrestore --keep-every K)",
+        metavar="[K=]M",
+        help="restoration model for --methods learned, for every factor or for factor K "
+        "(repeatable; default: the shipped zinterp)",
     )
     p.add_argument("--no-shape", action="store_true", help="leave out the shape route")
     p.add_argument(
@@ -71,19 +71,15 @@ def run(args: argparse.Namespace) -> int:
     from vemcell.sparse.evaluate import chart, sparse_eval, table
 
     factors = [check_factor(k) for k in args.factors]
-    learned = {}
+    learned: dict[int, str] = {}
     for item in args.learned_model:
         key, sep, path = item.partition("=")
-        if not sep or not path:
-            raise VemcellError(f"--learned-model takes K=M.onnx, not {item!r}.")
-        learned[check_factor(key)] = path
-    if "learned" in args.methods:
-        missing = [k for k in factors if k not in learned]
-        if missing:
-            raise VemcellError(
-                f"--methods learned needs a model for factor {missing[0]} (--learned-model "
-                f"{missing[0]}=M.onnx)."
-            )
+        if sep and not path:
+            raise VemcellError(f"--learned-model takes M or K=M, not {item!r}.")
+        if sep:
+            learned[check_factor(key)] = path
+        else:
+            learned.update({k: item for k in factors})
     card = resolve_model(args.model)
     mapping = parse_label_map(args.label_map)
     prog = Progress(args.progress, [("read", 2), ("measure", 98)])

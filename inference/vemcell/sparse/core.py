@@ -19,7 +19,7 @@ from vemcell.errors import VemcellError
 # image-route methods: "nearest" (copy the nearest kept section, the baseline to beat),
 # "linear" (distance-weighted average of the two neighbours), "flow" (motion-compensated)
 METHODS = ("nearest", "linear", "flow")
-# and "learned": a z-restoration network trained on the stack itself (needs its model)
+# and "learned": a network that corrects flow (a shipped model, adaptable to a stack)
 IMAGE_METHODS = (*METHODS, "learned")
 
 

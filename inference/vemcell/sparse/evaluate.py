@@ -27,6 +27,7 @@ from vemcell.io.volumes import Volume
 from vemcell.progress import advance
 from vemcell.sparse.core import IMAGE_METHODS, check_factor, check_sections
 from vemcell.sparse.image import reconstruct
+from vemcell.sparse.learned import default_model
 from vemcell.sparse.shape import shape_interpolate
 
 FORMAT = "vemcell-sparse-eval/1"
@@ -131,8 +132,8 @@ def sparse_eval(
     ``labels`` (class indices, 255 = not labelled) are optional; without them IoU is scored
     against the full stack's segmentation only. ``nearest`` is always measured as the baseline.
     ``scored_classes`` limits the IoU and count tables to some classes (e.g. ``membrane``).
-    ``learned_models`` maps a factor to its z-restoration model for the ``learned`` method
-    (trained on the kept sections only). ``restorers`` adds methods from outside the runtime
+    ``learned_models`` maps a factor to the restoration model of the ``learned`` method
+    (default: the shipped one). ``restorers`` adds methods from outside the runtime
     (a trial in ``vemcell_train``): name → ``f(kept, factor, kept_voxel_nm)`` returning the
     restored stack and a dict of facts stored in its row (or None).
     """
@@ -238,11 +239,13 @@ def sparse_eval(
             if m in restorers:
                 restored, facts = restorers[m](kept, k, sparse_voxel)
             else:
-                restored = reconstruct(kept, k, m, model=(learned_models or {}).get(k))
+                restored = reconstruct(
+                    kept, k, m, model=(learned_models or {}).get(k), voxel_size_nm=sparse_voxel
+                )
             t_restore = time.perf_counter() - t0
             row: dict[str, Any] = {"route": "image", "method": m}
             if m == "learned":
-                row["model"] = str((learned_models or {}).get(k))
+                row["model"] = str((learned_models or {}).get(k) or default_model(sparse_voxel, k))
             if facts is not None:
                 row[m] = facts
             row.update(_image_scores(full, restored, k, data_range))

@@ -102,12 +102,18 @@ class PairFlow:
             self._weights[t] = (f_ta, f_tb, w_a, w_b)
         return self._weights[t]
 
-    def blend(self, map_a: np.ndarray, map_b: np.ndarray, t: float) -> np.ndarray:
-        """``map_a`` and ``map_b`` (float32, one per section) warped to depth ``t`` and blended."""
+    def warped(
+        self, map_a: np.ndarray, map_b: np.ndarray, t: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``map_a`` and ``map_b`` (float32) each warped to depth ``t``, and their blend."""
         f_ta, f_tb, w_a, w_b = self._at(t)
         wa = _warp(self.cv2, map_a, self.grid, f_ta)
         wb = _warp(self.cv2, map_b, self.grid, f_tb)
-        return (w_a * wa + w_b * wb) / (w_a + w_b)
+        return wa, wb, (w_a * wa + w_b * wb) / (w_a + w_b)
+
+    def blend(self, map_a: np.ndarray, map_b: np.ndarray, t: float) -> np.ndarray:
+        """``map_a`` and ``map_b`` (float32, one per section) warped to depth ``t`` and blended."""
+        return self.warped(map_a, map_b, t)[2]
 
 
 def interpolate_pair(
@@ -146,28 +152,26 @@ def reconstruct(
     progress: Any = None,
     out: np.ndarray | None = None,
     model: str | None = None,
+    voxel_size_nm: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
     """Restore ``(n - 1)·K + 1`` sections from ``n`` sections imaged every ``factor``-th.
 
     Output section ``i·K`` is input section ``i`` bit for bit, and the dtype is kept (integers
     rounded and clipped). ``progress`` is a :class:`vemcell.progress.Progress`, a callable
     ``(fraction, message)`` or ``None``. ``out`` may be a preallocated array of the result's
-    shape and dtype (e.g. a memory map). ``method="learned"`` needs ``model``, a
-    z-restoration ``.onnx`` with its card (:mod:`vemcell.sparse.learned`).
+    shape and dtype (e.g. a memory map). ``method="learned"`` takes ``model``, a restoration
+    model's name or ``.onnx`` (default: the shipped one for ``voxel_size_nm``, the sparse
+    stack's; :mod:`vemcell.sparse.learned`).
     """
     k = check_factor(factor)
     if method not in IMAGE_METHODS:
         raise VemcellError(f"Unknown method {method!r}; choose one of {', '.join(IMAGE_METHODS)}.")
     if method == "learned":
-        if model is None:
-            raise VemcellError("The learned method needs a model (--learned-model M.onnx).")
         from vemcell.sparse.learned import restore_learned
 
-        restored = restore_learned(volume_array, k, model, progress=progress)
-        if out is not None:
-            out[...] = restored
-            return out
-        return restored
+        return restore_learned(
+            volume_array, k, model, progress=progress, out=out, voxel_size_nm=voxel_size_nm
+        )
     arr = np.asarray(volume_array)
     if arr.ndim != 3:
         raise VemcellError(f"Restoring sections needs a 3D (Z, Y, X) stack, not shape {arr.shape}.")

@@ -1,13 +1,15 @@
-"""The ``learned`` image method: a small network restores the missing sections, run with ONNX.
+"""The ``learned`` image method: a small network corrects the ``flow`` interpolation (ONNX).
 
-How it learns without any section it will be scored on (CARE/IsoVEM-style self-supervision,
-:mod:`vemcell_train.zrestore`): the imaged sections are sharp in X and Y, so each one is
-resampled along Y (or X) to the restored Z step, every K-th row kept and the rest filled in
-linearly, and the network learns to restore the rows in between (a residual over the linear
-fill). Applied to the sparse stack, the same network restores the missing rows of every XZ and
-YZ plane (each plane's Z rows filled linearly first); the two predictions are averaged.
-The model is an ``.onnx`` with a JSON card beside it (format ``vemcell-zrestore/1``) giving
-the factor and the steps it was trained for.
+For every missing section the two kept neighbours are warped to its depth along the optical
+flow (as ``flow`` does); the network sees the blend, the two warped neighbours and the depth
+``t`` and predicts what to add to the blend: where motion explains a change it keeps the
+warp, where flow blends two different things into a ghost it decides between them. It was
+trained on real triplets of sections (:mod:`vemcell_train.zinterp`): sections ``z`` and
+``z + K`` in, the real ones between as targets, with a loss on the images and on what the
+segmentation model makes of them. Two models are shipped (cards beside them, format
+``vemcell-zinterp/1``): ``zinterp_sstem`` for serial sections (restored Z step at least
+three pixels) and ``zinterp_fib`` for near-isotropic stacks (FIB-SEM); ``python -m
+vemcell_train.zinterp adapt`` fine-tunes either on a user's own sparse stack.
 """
 
 from __future__ import annotations
@@ -21,99 +23,160 @@ import numpy as np
 
 from vemcell.errors import VemcellError
 from vemcell.progress import advance
-from vemcell.sparse.core import cast_to, check_factor, check_sections, linear_fill
+from vemcell.sparse.core import cast_to, check_factor, check_sections, output_sections
+from vemcell.sparse.image import PairFlow, _FlowMaker, robust_range
 
-CARD_FORMAT = "vemcell-zrestore/1"
+CARD_FORMAT = "vemcell-zinterp/1"
+SECTIONS_MODEL, ISOTROPIC_MODEL = "zinterp_sstem", "zinterp_fib"
+SECTIONS_ANISOTROPY = 3.0  # restored Z step / pixel from which a stack counts as serial sections
+TILE = 512  # sections are refined in tiles of this side (plus MARGIN) to bound memory
+MARGIN = 48
 
 
-def load_card(model: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
-    """(onnx path, card) of a z-restoration model given as its ``.onnx`` or its card."""
-    p = Path(model)
+def default_model(voxel_size_nm: tuple[float, float, float] | None, factor: int) -> str:
+    """The shipped model for a sparse stack of this voxel size (Z step between the imaged
+    sections) restored by ``factor``: serial sections or near-isotropic."""
+    if voxel_size_nm is None:
+        return ISOTROPIC_MODEL
+    dz, dy, dx = (float(v) for v in voxel_size_nm)
+    return SECTIONS_MODEL if dz / factor >= SECTIONS_ANISOTROPY * min(dy, dx) else ISOTROPIC_MODEL
+
+
+def find_model(
+    model: str | os.PathLike | None = None,
+    voxel_size_nm: tuple[float, float, float] | None = None,
+    factor: int = 2,
+) -> tuple[Path, dict[str, Any]]:
+    """(onnx path, card) of a restoration model: a path to its ``.onnx`` or card, or the name
+    of a shipped one (``None``: the shipped one for this voxel size and factor)."""
+    from vemcell.cards.card import models_dirs
+
+    spec = default_model(voxel_size_nm, factor) if model is None else str(model)
+    p = Path(spec)
+    if p.suffix.lower() not in (".onnx", ".json") and not p.exists():
+        found = [d / f"{spec}.onnx" for d in models_dirs() if (d / f"{spec}.onnx").exists()]
+        if not found:
+            raise VemcellError(
+                f"No section-restoration model named '{spec}' (train one with "
+                "python -m vemcell_train.zinterp, or give its .onnx)."
+            )
+        p = found[0]
     onnx_path = p if p.suffix.lower() == ".onnx" else p.with_suffix(".onnx")
     card_path = onnx_path.with_suffix(".json")
     if not onnx_path.exists() or not card_path.exists():
         raise VemcellError(
-            f"The learned method needs a model: '{onnx_path}' and its card '{card_path.name}' "
-            "(train one with python -m vemcell_train.zrestore)."
+            f"The learned method needs a model: '{onnx_path}' and its card '{card_path.name}'."
         )
     try:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         raise VemcellError(f"'{card_path}' is not a readable model card.") from None
-    if card.get("format") != CARD_FORMAT:
-        raise VemcellError(f"'{card_path}' is not a z-restoration model card ({CARD_FORMAT}).")
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise VemcellError(f"'{card_path}' is not a section-restoration card ({CARD_FORMAT}).")
     return onnx_path, card
 
 
-def _robust_range(arr: np.ndarray) -> tuple[float, float]:
-    flat = np.asarray(arr).reshape(-1)
-    step = max(1, flat.size // 2_000_000)
-    lo, hi = np.percentile(flat[::step].astype(np.float32), [0.5, 99.5])
-    return float(lo), float(max(hi, lo + 1e-6))
+def refiner_input(
+    pair: PairFlow, a: np.ndarray, b: np.ndarray, t: float, lo: float, hi: float
+) -> np.ndarray:
+    """The network's input for depth ``t`` between sections ``a`` and ``b`` (float32):
+    (4, H, W) = flow blend, ``a`` warped, ``b`` warped (grey levels mapped by ``lo``..``hi`` to
+    0..1) and ``t`` everywhere."""
+    wa, wb, blend = pair.warped(a, b, t)
+    scale = 1.0 / (hi - lo)
+    x = np.empty((4, *a.shape), np.float32)
+    x[0] = (blend - lo) * scale
+    x[1] = (wa - lo) * scale
+    x[2] = (wb - lo) * scale
+    x[3] = t
+    return x
 
 
-def plane_inputs(planes: np.ndarray, factor: int, divisor: int) -> tuple[np.ndarray, int, int]:
-    """Network input (N, 2, H', W') from linearly filled planes (N, H, W) whose rows
-    ``0, K, 2K, ...`` are imaged: the plane and a mask of the imaged rows, padded (edge) to
-    multiples of ``divisor``. Returns (input, H, W)."""
-    n, h, w = planes.shape
-    mask = np.zeros((h, 1), np.float32)
-    mask[::factor] = 1.0
-    ph, pw = -(-h // divisor) * divisor, -(-w // divisor) * divisor
-    x = np.empty((n, 2, ph, pw), np.float32)
-    x[:, 0] = np.pad(planes, ((0, 0), (0, ph - h), (0, pw - w)), mode="edge")
-    x[:, 1] = np.pad(np.broadcast_to(mask, (h, w)), ((0, ph - h), (0, pw - w)), mode="edge")
-    return x, h, w
+def _padded(x: np.ndarray, divisor: int) -> np.ndarray:
+    h, w = x.shape[-2:]
+    ph, pw = -(-h // divisor) * divisor - h, -(-w // divisor) * divisor - w
+    return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
+
+
+class Refiner:
+    """The restoration network as an onnxruntime session: residual (H, W) for one input."""
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        threads: int | None = None,
+        voxel_size_nm: tuple[float, float, float] | None = None,
+        factor: int = 2,
+    ) -> None:
+        import onnxruntime as ort
+
+        from vemcell.segmentation.segment import session_options
+
+        self.onnx_path, self.card = find_model(model, voxel_size_nm, factor)
+        self.divisor = int(self.card.get("divisor", 8))
+        try:
+            self.session = ort.InferenceSession(
+                str(self.onnx_path),
+                sess_options=session_options(threads),
+                providers=["CPUExecutionProvider"],
+            )
+        except Exception as exc:  # onnxruntime raises its own types for bad files
+            raise VemcellError(
+                f"{self.onnx_path.name} is not a readable ONNX model ({exc})."
+            ) from None
+        self.name = self.session.get_inputs()[0].name
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Residual (H, W) for an input (4, H, W), in tiles of ``TILE`` with ``MARGIN``."""
+        _, h, w = x.shape
+        out = np.empty((h, w), np.float32)
+        for y0 in range(0, h, TILE):
+            for x0 in range(0, w, TILE):
+                y1, x1 = min(h, y0 + TILE), min(w, x0 + TILE)
+                ya, xa = max(0, y0 - MARGIN), max(0, x0 - MARGIN)
+                yb, xb = min(h, y1 + MARGIN), min(w, x1 + MARGIN)
+                tile = _padded(x[:, ya:yb, xa:xb], self.divisor)
+                res = self.session.run(None, {self.name: tile[None]})[0][0, 0]
+                out[y0:y1, x0:x1] = res[y0 - ya : y1 - ya, x0 - xa : x1 - xa]
+        return out
 
 
 def restore_learned(
     volume_array: np.ndarray,
     factor: int,
-    model: str | os.PathLike,
+    model: str | os.PathLike | None = None,
     progress: Any = None,
     threads: int | None = None,
-    batch: int = 16,
+    out: np.ndarray | None = None,
+    voxel_size_nm: tuple[float, float, float] | None = None,
 ) -> np.ndarray:
-    """Restore ``(n - 1)·K + 1`` sections with a z-restoration model (see the module text).
+    """Restore ``(n - 1)·K + 1`` sections with the restoration network (see the module text).
 
-    Kept sections stay bit for bit; the dtype is kept.
+    Kept sections stay bit for bit; the dtype is kept. ``voxel_size_nm`` (of the sparse
+    stack) picks the shipped model when ``model`` is None.
     """
-    import onnxruntime as ort
-
-    from vemcell.segmentation.segment import session_options
-
     k = check_factor(factor)
-    onnx_path, card = load_card(model)
-    if int(card.get("factor", 0)) != k:
-        raise VemcellError(
-            f"Model {onnx_path.name} was trained for factor {card.get('factor')}, not {k}."
-        )
     arr = np.asarray(volume_array)
-    check_sections(arr.shape[0])
-    divisor = int(card.get("divisor", 8))
-    lo, hi = _robust_range(arr)
-    lin = linear_fill(arr, k)
-    norm = (lin - lo) / (hi - lo)
-    session = ort.InferenceSession(
-        str(onnx_path), sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-    )
-    name = session.get_inputs()[0].name
-    residual = np.zeros_like(norm)
-    total = norm.shape[1] + norm.shape[2]
-    done = 0
-    for axis in (1, 2):  # XZ planes (one per Y), then YZ planes (one per X)
-        n_planes = norm.shape[axis]
-        for s0 in range(0, n_planes, batch):
-            s1 = min(n_planes, s0 + batch)
-            planes = np.moveaxis(np.take(norm, np.arange(s0, s1), axis=axis), axis, 0)
-            x, h, w = plane_inputs(np.ascontiguousarray(planes), k, divisor)
-            res = session.run(None, {name: x})[0][:, 0, :h, :w]
-            if axis == 1:
-                residual[:, s0:s1, :] += res.transpose(1, 0, 2)
-            else:
-                residual[:, :, s0:s1] += res.transpose(1, 2, 0)
-            done += s1 - s0
-            advance(progress, done / total, f"learned restoration, plane {done}/{total}")
-    out = cast_to((norm + residual / 2.0) * (hi - lo) + lo, arr.dtype)
-    out[::k] = arr  # the imaged sections, bit for bit
+    if arr.ndim != 3:
+        raise VemcellError(f"Restoring sections needs a 3D (Z, Y, X) stack, not shape {arr.shape}.")
+    n = arr.shape[0]
+    check_sections(n)
+    refine = Refiner(model, threads, voxel_size_nm, k)
+    shape = (output_sections(n, k), *arr.shape[1:])
+    if out is None:
+        out = np.empty(shape, arr.dtype)
+    elif out.shape != shape or out.dtype != arr.dtype:
+        raise VemcellError(f"The output array must be {shape} {arr.dtype}.")
+    lo, hi = robust_range(arr)
+    fm = _FlowMaker(lo, hi)
+    for i in range(n - 1):
+        a, b = arr[i].astype(np.float32), arr[i + 1].astype(np.float32)
+        out[i * k] = arr[i]
+        pair = PairFlow(a, b, fm)
+        for j in range(1, k):
+            x = refiner_input(pair, a, b, j / k, lo, hi)
+            restored = (x[0] + refine(x)) * (hi - lo) + lo
+            out[i * k + j] = cast_to(restored, arr.dtype)
+        advance(progress, (i + 1) / (n - 1), f"sections {i + 1}/{n - 1} (learned)")
+    out[(n - 1) * k] = arr[n - 1]
     return out

@@ -33,7 +33,14 @@ def restore_volume(
     """The sparse ``volume`` restored to every section, as a :class:`Volume` whose Z step is
     the input's divided by ``factor`` (what the pipeline segments on the image route)."""
     k = check_factor(factor)
-    full = reconstruct(volume.array(), k, method, progress=progress, model=model)
+    full = reconstruct(
+        volume.array(),
+        k,
+        method,
+        progress=progress,
+        model=model,
+        voxel_size_nm=volume.voxel_size_nm,
+    )
     return Volume(
         data=full,
         voxel_size_nm=sparse_voxel_size(volume.voxel_size_nm, k),
