@@ -77,7 +77,9 @@ def test_cli_writes_z_step_over_k_and_the_method(tmp_path):
     assert vol.voxel_size_nm == pytest.approx((25.0, 5.0, 5.0))
     assert np.array_equal(vol.array()[::4], read_volume(src).array())
     info = read_tiff_info(out)
-    assert info["factor"] == 4 and info["method"] == "flow"
+    from vemcell.sparse.learned import default_method
+
+    assert info["factor"] == 4 and info["method"] == default_method((100.0, 5.0, 5.0), 4)
     assert not list(tmp_path.glob(".*partial"))  # written through a temporary name
 
 
@@ -442,3 +444,45 @@ def test_learned_training_judge_is_the_shipped_segmentation_model():
     with torch.no_grad():
         got = torch.softmax(judge.logits(x), 1).numpy()
     assert np.abs(got - ref).max() < 1e-3
+
+
+def test_learned_model_card_records_sparse_eval_and_wins_default_only_by_measurement(
+    tmp_path, monkeypatch
+):
+    pytest.importorskip("torch")
+    from vemcell.sparse.learned import default_method
+    from vemcell_train.zinterp import record
+
+    model = _channel_model(tmp_path / "m")
+    model = model.rename(model.with_name("zinterp_fib.onnx"))
+    model.with_name("z.json").rename(model.with_suffix(".json"))
+    monkeypatch.setenv("VEMCELL_MODELS", str(model.parent))
+
+    def report(name, learned, flow, linear=0.1):
+        rows = [
+            {"route": "image", "method": m, "mean_iou_vs_labels": v, "iou_vs_labels": {"a": v}}
+            for m, v in (("linear", linear), ("flow", flow), ("learned", learned))
+        ]
+        rows[-1]["model"] = str(model)
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"name": name, "factors": {"2": {"rows": rows}}}))
+        return str(path)
+
+    card = record(str(model), [report("a", 0.6, 0.5), report("b", 0.56, 0.55)])
+    gain = card["validation"]["mean_iou_gain_per_stack"]
+    assert gain == {"flow": {"a": 0.1, "b": 0.01}, "linear": {"a": 0.5, "b": 0.46}}
+    assert card["default"] is True and card["validation"]["sparse_eval"][1]["flow"]["a"] == 0.55
+    assert default_method((20.0, 20.0, 20.0), 2) == "learned"  # auto: the model won
+    kept = _blobs(3, 24)
+    assert np.array_equal(
+        sparse.reconstruct(kept, 2, "auto", voxel_size_nm=(40.0, 20.0, 20.0)),
+        sparse.reconstruct(kept, 2, "learned", model=str(model)),
+    )
+    card = record(str(model), [report("a", 0.7, 0.5), report("b", 0.5, 0.6)])  # loses on b
+    assert card["default"] is False
+    card = record(str(model), [report("a", 0.7, 0.5), report("b", 0.599, 0.6)])  # a tie on b
+    assert card["default"] is True
+    card = record(str(model), [report("a", 0.7, 0.5), report("b", 0.597, 0.6)])
+    assert card["default"] is False
+    assert json.loads(model.with_suffix(".json").read_text())["default"] is False
+    assert default_method((20.0, 20.0, 20.0), 2) == "flow"  # it lost: flow

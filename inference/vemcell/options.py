@@ -20,7 +20,7 @@ PRECISIONS = ("auto", "fp32", "int8")
 #: route restores the sections then segments (the better by measurement, docs/sparse), the
 #: shape route segments the kept sections and interpolates the shapes.
 SPARSE_ROUTES = ("image", "shape")
-SPARSE_METHODS = ("nearest", "linear", "flow", "learned")
+SPARSE_METHODS = ("auto", "nearest", "linear", "flow", "learned")
 
 #: The one-click animations (the add-on's ``core/animation.py`` keys each one).
 ANIMATIONS = ("turntable", "cut-sweep", "reveal", "flythrough")
@@ -52,7 +52,7 @@ class RunOptions:
     viewer: bool = True  # write viewer.html, the model as one page for any browser
     sparse: int | None = None  # sections imaged every K-th: restore the rest first
     sparse_route: str = "image"  # image: restore the sections, then segment; shape: the labels
-    sparse_method: str = "flow"  # how the image route restores sections (nearest/linear/flow)
+    sparse_method: str = "auto"  # how the image route restores sections (auto: measured best)
 
     def validate(self) -> RunOptions:
         """Raise :class:`VemcellError` (one sentence) on a value no run can use; returns self."""

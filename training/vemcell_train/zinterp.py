@@ -12,6 +12,8 @@ and of the real one: the restoration is judged by what the segmentation sees.
         --stack 'synth/*/image.tif:2,4,8:cmerolae6' --out models/zinterp.onnx
     # adapt it to a user's own sparse stack (kept sections only: z, z + 2 -> z + 1)
     python -m vemcell_train.zinterp adapt SPARSE.tif --out mine.onnx
+    # what it measured (vemcell sparse-eval --json) into its card; default only if it wins
+    python -m vemcell_train.zinterp record models/zinterp.onnx report1.json report2.json
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from vemcell.sparse.image import PairFlow, _FlowMaker, robust_range
 from vemcell.sparse.learned import CARD_FORMAT, find_model, refiner_input
 from vemcell_train.model import AttentionUNet
 
+TIE = 0.002  # mean-IoU differences this small are rounding, not a win or a loss
 ARCH = {"n_classes": 1, "base": 16, "depth": 3, "dropout": 0.0, "in_channels": 4}
 
 
@@ -350,6 +353,54 @@ def _parse_stack_spec(spec: str) -> list[tuple[str, tuple[int, ...], str | None]
     return [(f, gaps, judge) for f in files]
 
 
+def record(model: str, reports: list[str]) -> dict[str, Any]:
+    """Write ``vemcell sparse-eval`` results (JSON reports with a ``learned`` row, scored with
+    this model or a twin trained without the scored stack) into the model's card, and mark it
+    the default (``auto`` picks it) only if on no stack its mean IoU on the dropped sections
+    (averaged over the factors) is below ``flow``'s or ``linear``'s by more than ``TIE`` (a
+    stack where every method scores the same is a tie), and on average it beats both."""
+    onnx_path, card = find_model(model)
+    rows: list[dict[str, Any]] = []
+    gains: dict[str, dict[str, list[float]]] = {"flow": {}, "linear": {}}
+    for path in reports:
+        rep = json.loads(Path(path).read_text(encoding="utf-8"))
+        for k, entry in rep["factors"].items():
+            by = {r["method"]: r for r in entry["rows"] if r["route"] == "image"}
+            if "learned" not in by:
+                raise VemcellError(f"{path} has no learned row for factor {k}.")
+            score = "iou_vs_labels" if "iou_vs_labels" in by["learned"] else "iou_vs_full_stack"
+            row = {
+                "stack": rep["name"],
+                "factor": int(k),
+                "scored_against": score[7:],
+                "model": Path(str(by["learned"].get("model", onnx_path))).stem,
+            }
+            for m in ("linear", "flow", "learned"):
+                if m in by:
+                    row[m] = {"mean_iou": by[m]["mean_" + score], **by[m][score]}
+            for m, per_stack in gains.items():
+                if m in by:
+                    gain = row["learned"]["mean_iou"] - row[m]["mean_iou"]
+                    per_stack.setdefault(rep["name"], []).append(gain)
+            rows.append(row)
+    per_stack = {
+        m: {name: round(float(np.mean(g)), 4) for name, g in by_stack.items()}
+        for m, by_stack in gains.items()
+        if by_stack
+    }
+    card.setdefault("validation", {})["sparse_eval"] = rows
+    card["validation"]["mean_iou_gain_per_stack"] = per_stack
+    all_gains = [g for by_stack in per_stack.values() for g in by_stack.values()]
+    card["default"] = (
+        bool(all_gains)
+        and min(all_gains) >= -TIE
+        and all(np.mean(list(b.values())) > 0 for b in per_stack.values())
+    )
+    with atomic_path(onnx_path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return card
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -362,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     ad.add_argument("--init", default=None, help="the model to start from (default: zinterp)")
     ad.add_argument("--judge", default=None, help="segmentation model judging the restoration")
     ad.add_argument("--val-sections", type=int, default=3)
+    rec = sub.add_parser("record", help="write sparse-eval results into a model's card")
+    rec.add_argument("model", help="the restoration model (.onnx or shipped name)")
+    rec.add_argument("reports", nargs="+", help="vemcell sparse-eval --json reports")
     for p in (pre, ad):
         p.add_argument("--out", required=True, help="the .onnx to write (card beside it)")
         p.add_argument("--steps", type=int, default=1500)
@@ -377,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--title", default="Restores missing sections by correcting optical flow")
         p.add_argument("--licence", default="", help="licence note of the training data")
     args = ap.parse_args(argv)
+    if args.cmd == "record":
+        card = record(args.model, args.reports)
+        gain = card["validation"]["mean_iou_gain_per_stack"]
+        print(f"{card['name']}: mean IoU gain {gain}; default: {card['default']}")
+        return 0
     torch.set_num_threads(max(1, args.threads))
     init = None
     if args.cmd == "pretrain":

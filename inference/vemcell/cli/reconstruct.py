@@ -20,13 +20,14 @@ HELP = "restore the sections between those imaged every K-th (Z step / K), as a 
 
 def add_method_arguments(p: argparse.ArgumentParser) -> None:
     """``--method`` and ``--learned-model``."""
-    from vemcell.sparse import IMAGE_METHODS
+    from vemcell.sparse import AUTO, IMAGE_METHODS
 
     p.add_argument(
         "--method",
-        choices=list(IMAGE_METHODS),
-        default="flow",
-        help="flow: optical flow both ways, warped and blended (default); linear: "
+        choices=[AUTO, *IMAGE_METHODS],
+        default=AUTO,
+        help="auto: the method measured best for this kind of stack (default); flow: optical "
+        "flow both ways, warped and blended; linear: "
         "distance-weighted average of the two neighbours; nearest: copy the nearest kept "
         "section; learned: a network that corrects flow (shipped model zinterp, or "
         "--learned-model)",
@@ -39,13 +40,13 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _learned_name(args: argparse.Namespace, voxel: tuple, k: int) -> str | None:
+def _learned_name(method: str, model: str | None, voxel: tuple, k: int) -> str | None:
     """The restoration model a ``learned`` run used (for the output's metadata)."""
-    if args.method != "learned":
+    if method != "learned":
         return None
     from vemcell.sparse.learned import default_model
 
-    return args.learned_model or default_model(voxel, k)
+    return model or default_model(voxel, k)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -82,12 +83,17 @@ def run(args: argparse.Namespace) -> int:
             f"the {min(voxel[1:]):g} nm pixels.",
             file=sys.stderr,
         )
+    method = args.method
+    if method == sparse.AUTO:
+        from vemcell.sparse.learned import default_method
+
+        method = default_method(vol.voxel_size_nm, k)
     t0 = time.perf_counter()
-    with prog.stage("reconstruct", f"restoring sections ({args.method}, factor {k})"):
+    with prog.stage("reconstruct", f"restoring sections ({method}, factor {k})"):
         full = sparse.reconstruct(
             vol.array(),
             k,
-            args.method,
+            method,
             progress=prog,
             model=args.learned_model,
             voxel_size_nm=vol.voxel_size_nm,
@@ -97,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         "vemcell": "reconstruct/1",
         "source": vol.path,
         "factor": k,
-        "method": args.method,
-        "learned_model": _learned_name(args, vol.voxel_size_nm, k),
+        "method": method,
+        "learned_model": _learned_name(method, args.learned_model, vol.voxel_size_nm, k),
         "kept_sections": f"every {k}-th, from section 0",
         "source_voxel_size_nm_zyx": list(vol.voxel_size_nm),
         "seconds": round(seconds, 3),
@@ -109,6 +115,6 @@ def run(args: argparse.Namespace) -> int:
     if args.progress != "json":
         print(
             f"wrote {args.out}: {vol.shape[0]} -> {full.shape[0]} sections, Z step "
-            f"{vol.voxel_size_nm[0]:g} -> {voxel[0]:g} nm ({args.method}, {seconds:.1f} s)"
+            f"{vol.voxel_size_nm[0]:g} -> {voxel[0]:g} nm ({method}, {seconds:.1f} s)"
         )
     return 0

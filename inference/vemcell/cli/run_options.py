@@ -70,9 +70,10 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--sparse-method",
         choices=SPARSE_METHODS,
-        default="flow",
-        help="how the image route restores a section: optical flow both ways (default), "
-        "linear blend or the nearest section",
+        default="auto",
+        help="how the image route restores a section: auto (default: the method measured best "
+        "for this kind of stack), learned (a network correcting flow), flow (optical flow both "
+        "ways), linear blend or the nearest section",
     )
 
 

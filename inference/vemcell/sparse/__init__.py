@@ -1,6 +1,7 @@
 """Sparse sections: a full-resolution stack (or its organelle shapes) from every K-th one."""
 
 from vemcell.sparse.core import (
+    AUTO,
     IMAGE_METHODS,
     METHODS,
     check_factor,
@@ -16,6 +17,7 @@ from vemcell.sparse.route import ROUTES, image_route, restore_volume, shape_rout
 from vemcell.sparse.shape import shape_interpolate
 
 __all__ = [
+    "AUTO",
     "IMAGE_METHODS",
     "METHODS",
     "ROUTES",

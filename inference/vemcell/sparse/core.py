@@ -21,6 +21,9 @@ from vemcell.errors import VemcellError
 METHODS = ("nearest", "linear", "flow")
 # and "learned": a network that corrects flow (a shipped model, adaptable to a stack)
 IMAGE_METHODS = (*METHODS, "learned")
+# "auto": the method measured best for this kind of stack (learned where its shipped model's
+# card says it beat flow on held-out data, otherwise flow)
+AUTO = "auto"
 
 
 def cast_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -18,6 +18,7 @@ import numpy as np
 from vemcell.errors import VemcellError
 from vemcell.progress import advance
 from vemcell.sparse.core import (
+    AUTO,
     IMAGE_METHODS,
     METHODS,
     cast_to,
@@ -159,11 +160,16 @@ def reconstruct(
     Output section ``i·K`` is input section ``i`` bit for bit, and the dtype is kept (integers
     rounded and clipped). ``progress`` is a :class:`vemcell.progress.Progress`, a callable
     ``(fraction, message)`` or ``None``. ``out`` may be a preallocated array of the result's
-    shape and dtype (e.g. a memory map). ``method="learned"`` takes ``model``, a restoration
-    model's name or ``.onnx`` (default: the shipped one for ``voxel_size_nm``, the sparse
-    stack's; :mod:`vemcell.sparse.learned`).
+    shape and dtype (e.g. a memory map). ``method="auto"`` is the one measured best for this
+    kind of stack (:func:`vemcell.sparse.learned.default_method`). ``method="learned"`` takes
+    ``model``, a restoration model's name or ``.onnx`` (default: the shipped one for
+    ``voxel_size_nm``, the sparse stack's; :mod:`vemcell.sparse.learned`).
     """
     k = check_factor(factor)
+    if method == AUTO:
+        from vemcell.sparse.learned import default_method
+
+        method = default_method(voxel_size_nm, k)
     if method not in IMAGE_METHODS:
         raise VemcellError(f"Unknown method {method!r}; choose one of {', '.join(IMAGE_METHODS)}.")
     if method == "learned":

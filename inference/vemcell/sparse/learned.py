@@ -76,6 +76,16 @@ def find_model(
     return onnx_path, card
 
 
+def default_method(voxel_size_nm: tuple[float, float, float] | None, factor: int) -> str:
+    """``learned`` where the shipped model for this stack is marked as measured better than
+    ``flow`` (its card's ``default``), otherwise ``flow``."""
+    try:
+        _, card = find_model(None, voxel_size_nm, factor)
+    except VemcellError:
+        return "flow"
+    return "learned" if card.get("default") is True else "flow"
+
+
 def refiner_input(
     pair: PairFlow, a: np.ndarray, b: np.ndarray, t: float, lo: float, hi: float
 ) -> np.ndarray:
