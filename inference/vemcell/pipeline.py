@@ -248,7 +248,7 @@ def restore_sparse(
     if method == sparse.AUTO:
         from vemcell.sparse.learned import default_method
 
-        method = default_method(vol.voxel_size_nm, k)
+        method = default_method(vol.voxel_size_nm, k, card.name)
     if opt.sparse_route == "shape":
         with timer("segment"), prog.stage("segment", f"segmenting every {k}-th section"):
             labels, shape_result = sparse.shape_route(

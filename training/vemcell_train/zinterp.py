@@ -248,6 +248,10 @@ def train(
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
         net.train()
+        if init is not None:  # fine-tuning: keep the batch norms as recovered from ONNX
+            for m in net.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
         group = groups[step % len(groups)]
         stack = group[int(rng.integers(len(group)))]
         idx = rng.integers(len(stack.samples), size=batch)
@@ -495,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         "inputs": ["flow blend", "section before, warped", "section after, warped", "depth t"],
         "normalisation": "the stack's 0.5-99.5 percentile grey range mapped to 0..1",
         "trained_on": trained_on,
+        "judges": sorted({s.judge.name for s in stacks if s.judge is not None}),
         "training": facts,
         "validation": {"held_out_sections": validation},
         "licence": args.licence,

@@ -72,8 +72,8 @@ def add_segmentation_arguments(p: argparse.ArgumentParser) -> None:
         choices=SPARSE_METHODS,
         default="auto",
         help="how the image route restores a section: auto (default: the method measured best "
-        "for this kind of stack), learned (a network correcting flow), flow (optical flow both "
-        "ways), linear blend or the nearest section",
+        "for this kind of stack and model), learned (a network correcting flow), flow "
+        "(optical flow both ways), linear blend or the nearest section",
     )
 
 

@@ -161,7 +161,8 @@ def reconstruct(
     rounded and clipped). ``progress`` is a :class:`vemcell.progress.Progress`, a callable
     ``(fraction, message)`` or ``None``. ``out`` may be a preallocated array of the result's
     shape and dtype (e.g. a memory map). ``method="auto"`` is the one measured best for this
-    kind of stack (:func:`vemcell.sparse.learned.default_method`). ``method="learned"`` takes
+    kind of stack when no segmentation model is named: ``flow``
+    (:func:`vemcell.sparse.learned.default_method`). ``method="learned"`` takes
     ``model``, a restoration model's name or ``.onnx`` (default: the shipped one for
     ``voxel_size_nm``, the sparse stack's; :mod:`vemcell.sparse.learned`).
     """

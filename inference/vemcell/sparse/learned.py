@@ -76,14 +76,22 @@ def find_model(
     return onnx_path, card
 
 
-def default_method(voxel_size_nm: tuple[float, float, float] | None, factor: int) -> str:
+def default_method(
+    voxel_size_nm: tuple[float, float, float] | None,
+    factor: int,
+    segmentation_model: str | None = None,
+) -> str:
     """``learned`` where the shipped model for this stack is marked as measured better than
-    ``flow`` (its card's ``default``), otherwise ``flow``."""
+    ``flow`` (its card's ``default``) *and* the sections are to be segmented by a model it was
+    trained to serve (its card's ``judges``); ``flow`` otherwise. The network was trained to
+    make sections that its judge reads like real ones; on other images it can change grey
+    levels that flow had right (docs/sparse/learned.md), so nothing else gets it unasked."""
     try:
         _, card = find_model(None, voxel_size_nm, factor)
     except VemcellError:
         return "flow"
-    return "learned" if card.get("default") is True else "flow"
+    served = segmentation_model is not None and segmentation_model in card.get("judges", [])
+    return "learned" if card.get("default") is True and served else "flow"
 
 
 def refiner_input(
