@@ -325,13 +325,16 @@ def load_stack(
     return Stack(Path(path).parent.name + "/" + Path(path).stem, secs, gaps, j, crop)
 
 
-def _split(stack: Stack, val_sections: int, val_crops: int, seed: int):
-    """Training samples from the first sections, a fixed validation batch from the last ones
-    (no section of the one is in the other)."""
+def _split(stack: Stack, val_sections: int, val_crops: int, seed: int, at: str = "middle"):
+    """Training samples from the sections on either side of a block (in the middle, or at the
+    end), a fixed validation batch from that block (no section of the one is in the other).
+    The middle by default, because the ends of a stack are often empty resin."""
     n = len(stack.sections)
-    cut = n - max(val_sections, max(stack.gaps) + 2)
-    stack.samples = build_samples(stack, (0, cut))
-    val_samples = build_samples(stack, (cut, n))
+    size = max(val_sections, max(stack.gaps) + 2)
+    lo = (n - size) // 2 if at == "middle" else n - size
+    hi = lo + size
+    stack.samples = build_samples(stack, (0, lo)) + build_samples(stack, (hi, n))
+    val_samples = build_samples(stack, (lo, hi))
     if not stack.samples or not val_samples:
         raise VemcellError(f"{stack.name}: too few sections for gaps {stack.gaps}.")
     rng = np.random.default_rng(seed)
@@ -432,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         p.add_argument("--threads", type=int, default=2)
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument(
+            "--val-at",
+            choices=["middle", "end"],
+            default="middle",
+            help="where a stack that is split keeps its validation sections",
+        )
         p.add_argument("--title", default="Restores missing sections by correcting optical flow")
         p.add_argument("--licence", default="", help="licence note of the training data")
     args = ap.parse_args(argv)
@@ -452,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
                     stack.samples = build_samples(stack, (0, len(stack.sections)))
                     stacks.append(stack)
                 elif len(group) == 1:
-                    val.append(_split(stack, args.val_sections, 32, args.seed))
+                    val.append(_split(stack, args.val_sections, 32, args.seed, args.val_at))
                     stacks.append(stack)
                 else:
                     val.append(_held_out(stack, 32, args.seed))
@@ -467,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         onnx_path, _ = find_model(args.init)
         init = recover_network(onnx_path, ARCH)
         stack = load_stack(args.volume, (2,), args.judge, args.crop, args.keep_every)
-        val = [_split(stack, args.val_sections, 32, args.seed)]
+        val = [_split(stack, args.val_sections, 32, args.seed, args.val_at)]
         stacks = [stack]
         trained_on = [
             {"path": str(Path(args.volume).resolve()), "keep_every": args.keep_every, "gaps": [2]}
