@@ -273,6 +273,8 @@ def train(
                 for n, r in report.items()
             )
             log(f"step {step}/{steps} {time.perf_counter() - t0:.0f} s  {summary}")
+    if best_report is start and start is not None:
+        log("no step beat the starting model on the validation sections: it is kept as it was")
     net.load_state_dict(best[1])
     net.eval()
     facts = {
@@ -285,6 +287,7 @@ def train(
         "seconds": round(time.perf_counter() - t0, 1),
         "validation": best_report,
         "chosen_score": round(float(best[0]), 5),
+        "kept_starting_weights": best_report is start and start is not None,
     }
     return net, facts
 
