@@ -347,7 +347,7 @@ def _channel_model(folder, weights=(0.0, 0.0, 0.0, 0.0)):
 
 def test_learned_method_adds_its_residual_to_the_flow_blend(tmp_path, monkeypatch):
     from vemcell.sparse import learned
-    from vemcell.sparse.image import robust_range
+    from vemcell.sparse.flow import robust_range
 
     kept = _blobs(4, 40, shift=2.0)
     zero = _channel_model(tmp_path / "zero")
@@ -405,7 +405,7 @@ def test_shipped_restoration_model_has_a_card_and_restores_motion():
     assert iou["learned"] > iou["linear"], iou
 
 
-def test_learned_training_pretrains_adapts_and_exports(tmp_path):
+def test_learned_training_pretrains_adapts_and_exports(tmp_path, capsys):
     pytest.importorskip("torch")
     from vemcell_train import zinterp
 
@@ -426,6 +426,10 @@ def test_learned_training_pretrains_adapts_and_exports(tmp_path):
     assert np.array_equal(restored[::2], full[::2])
     adapted = tmp_path / "a.onnx"
     a_args = ["adapt", str(tmp_path / "full.tif"), "--keep-every", "2", "--init", str(out)]
+    assert zinterp.main([*a_args, "--out", str(adapted), *args]) == 1  # 7 sections: too few
+    assert "too few to learn" in capsys.readouterr().err
+    assert not adapted.exists()
+    a_args += ["--val-sections", "2", "--val-at", "end"]
     assert zinterp.main([*a_args, "--out", str(adapted), *args]) == 0
     assert json.loads(adapted.with_suffix(".json").read_text())["adapted_from"]
     assert sparse.reconstruct(full[::2], 2, "learned", model=str(adapted)).shape == (13, 48, 48)

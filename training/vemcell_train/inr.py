@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from vemcell.sparse.core import cast_to, check_factor, check_sections, output_sections
-from vemcell.sparse.image import robust_range
+from vemcell.sparse.flow import robust_range
 
 
 @dataclass

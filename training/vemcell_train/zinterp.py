@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from torch import nn
 
 from vemcell.errors import VemcellError
 from vemcell.io.volumes import atomic_path, read_volume
-from vemcell.sparse.image import PairFlow, _FlowMaker, robust_range
+from vemcell.sparse.flow import FlowMaker, PairFlow, robust_range
 from vemcell.sparse.learned import CARD_FORMAT, find_model, refiner_input
 from vemcell_train.model import AttentionUNet
 
@@ -108,7 +109,7 @@ class Stack:
 def build_samples(stack: Stack, z_range: tuple[int, int]) -> list[tuple[np.ndarray, int]]:
     """Every (input, target z) with both kept sections and the target inside ``z_range``."""
     secs = stack.sections
-    fm = _FlowMaker(0.0, 1.0)
+    fm = FlowMaker(0.0, 1.0)
     out = []
     z0, z1 = z_range
     for k in stack.gaps:
@@ -339,7 +340,10 @@ def _split(stack: Stack, val_sections: int, val_crops: int, seed: int, at: str =
     stack.samples = build_samples(stack, (0, lo)) + build_samples(stack, (hi, n))
     val_samples = build_samples(stack, (lo, hi))
     if not stack.samples or not val_samples:
-        raise VemcellError(f"{stack.name}: too few sections for gaps {stack.gaps}.")
+        raise VemcellError(
+            f"{stack.name} has {n} sections: too few to learn gaps of {max(stack.gaps)} and "
+            f"keep {size} for validation (--val-sections)."
+        )
     rng = np.random.default_rng(seed)
     idx = rng.integers(len(val_samples), size=val_crops)
     return stack, _crop_batch(stack, val_samples, idx, rng, stack.crop, augment=False)
@@ -412,6 +416,15 @@ def record(model: str, reports: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; a bad input is one sentence on stderr and exit status 1."""
+    try:
+        return _main(argv)
+    except VemcellError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     pre = sub.add_parser("pretrain", help="train on full stacks (never on scored ones)")

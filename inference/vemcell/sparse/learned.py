@@ -24,7 +24,7 @@ import numpy as np
 from vemcell.errors import VemcellError
 from vemcell.progress import advance
 from vemcell.sparse.core import cast_to, check_factor, check_sections, output_sections
-from vemcell.sparse.image import PairFlow, _FlowMaker, robust_range
+from vemcell.sparse.flow import FlowMaker, PairFlow, robust_range
 
 CARD_FORMAT = "vemcell-zinterp/1"
 SECTIONS_MODEL, ISOTROPIC_MODEL = "zinterp_sstem", "zinterp_fib"
@@ -186,7 +186,7 @@ def restore_learned(
     elif out.shape != shape or out.dtype != arr.dtype:
         raise VemcellError(f"The output array must be {shape} {arr.dtype}.")
     lo, hi = robust_range(arr)
-    fm = _FlowMaker(lo, hi)
+    fm = FlowMaker(lo, hi)
     for i in range(n - 1):
         a, b = arr[i].astype(np.float32), arr[i + 1].astype(np.float32)
         out[i * k] = arr[i]

@@ -72,9 +72,9 @@ def shape_interpolate(
             raise VemcellError(
                 f"The images {images.shape} and the labels {lab.shape} must have the same shape."
             )
-        from vemcell.sparse.image import PairFlow, _FlowMaker, robust_range
+        from vemcell.sparse.flow import FlowMaker, PairFlow, robust_range
 
-        flow_maker = _FlowMaker(*robust_range(images))
+        flow_maker = FlowMaker(*robust_range(images))
     out = np.empty((output_sections(n, k), *lab.shape[1:]), lab.dtype)
     ts = [j / k for j in range(1, k)]
     prev = _class_distances(lab[0], classes)

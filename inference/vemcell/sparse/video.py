@@ -20,7 +20,8 @@ import numpy as np
 from vemcell.errors import VemcellError
 from vemcell.progress import advance
 from vemcell.sparse.core import check_factor, check_memory, check_sections
-from vemcell.sparse.image import interpolate_pair, reconstruct, robust_range
+from vemcell.sparse.flow import robust_range
+from vemcell.sparse.image import interpolate_pair, reconstruct
 from vemcell.sparse.shape import shape_interpolate
 
 
