@@ -756,6 +756,11 @@ def test_panels_draw_with_existing_properties_and_operators(addon, core, clean_s
     assert {"vemcell.build", "vemcell.sample", "vemcell.add_cut", "vemcell.render"} <= names
     assert {"vemcell.turntable", "vemcell.cut_sweep", "vemcell.reveal"} <= names
     assert "volume_um3" in names  # the measurements list of the active organelle
+    assert ("prop", "sparse_method") not in log  # only once sections are sparse
+    clean_scene.vemcell.sparse = 4
+    log.clear()
+    panel_mod.VEMCELL_PT_main.draw(type("P", (), {"layout": _Layout(log)})(), bpy.context)
+    assert ("prop", "sparse_method") in log
     clean_scene.vemcell.running = True
     log.clear()
     panel_mod.VEMCELL_PT_main.draw(type("P", (), {"layout": _Layout(log)})(), bpy.context)
@@ -770,6 +775,9 @@ def test_panel_sparse_sections_reach_the_backend(addon, clean_scene):
     settings.sparse = 4
     opts = ops._options(settings)
     assert opts.sparse == 4 and opts.to_arguments()[-6:][:2] == ["--sparse", "4"]
+    assert opts.sparse_method == "auto" and opts.to_arguments()[-2:] == ["--sparse-method", "auto"]
+    settings.sparse_method = "learned"
+    assert ops._options(settings).to_arguments()[-1] == "learned"
     assert props.suggested_sparse((80.0, 20.0, 20.0)) == 4
     assert props.suggested_sparse((20.0, 20.0, 20.0)) is None
     assert props.suggested_sparse((50.0, 4.6, 4.6)) is None  # thick serial sections

@@ -35,6 +35,7 @@ def _options(settings: props.VemcellSettings) -> backend.RunOptions:
         smooth=settings.smooth,
         decimate=settings.decimate,
         sparse=settings.sparse if settings.sparse > 1 else None,
+        sparse_method=settings.sparse_method,
     )
 
 

@@ -43,6 +43,8 @@ class VEMCELL_PT_main(_Base, bpy.types.Panel):
         opts.prop(s, "smooth")
         opts.prop(s, "decimate")
         opts.prop(s, "sparse")
+        if s.sparse > 1:
+            opts.prop(s, "sparse_method")
         k = props.suggested_sparse(tuple(s.voxel_size))
         if k and s.sparse == 1:
             opts.label(text=f"Sections are {k}x the pixel apart: imaged every {k}th?", icon="INFO")

@@ -173,6 +173,18 @@ class VemcellSettings(bpy.types.PropertyGroup):
         min=1,
         max=16,
     )
+    sparse_method: bpy.props.EnumProperty(  # type: ignore[valid-type]
+        name="Restored by",
+        description="How the sections between are made",
+        items=[
+            ("auto", "Best measured", "The method measured best for this kind of stack and "
+             "model: the learned network for FIB-SEM-like stacks with its model, else flow"),
+            ("flow", "Optical flow", "Warp both neighbours along their optical flow and blend"),
+            ("learned", "Learned", "A small network that corrects the optical flow"),
+            ("linear", "Linear blend", "Distance-weighted average of the two neighbours"),
+        ],
+        default="auto",
+    )  # fmt: skip
     # job state
     running: bpy.props.BoolProperty(default=False)  # type: ignore[valid-type]
     progress: bpy.props.FloatProperty(default=0.0, min=0.0, max=1.0)  # type: ignore[valid-type]
