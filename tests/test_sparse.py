@@ -416,6 +416,9 @@ def test_learned_training_pretrains_adapts_and_exports(tmp_path, capsys):
     assert len(samples) == 12 * 1 + 10 * 3  # gap 2: one between, gap 4: three
     x, z = samples[0]
     assert x.shape == (4, 48, 48) and z == 1 and np.allclose(x[3], 0.5)
+    rng = np.random.default_rng(0)
+    xb, tb, jb = zinterp._crop_batch(stack, samples, [0, 5], rng, 45, augment=True)
+    assert xb.shape == (2, 4, 40, 40) and tb.shape == (2, 1, 40, 40) and jb is None  # 8 | 40
     out = tmp_path / "m.onnx"
     args = ["--steps", "4", "--batch", "2", "--crop", "32", "--threads", "1"]
     spec = f"{tmp_path / 'full.tif'}:2,4"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import sys
 import time
 import warnings
@@ -124,12 +125,15 @@ def build_samples(stack: Stack, z_range: tuple[int, int]) -> list[tuple[np.ndarr
 def _crop_batch(stack: Stack, samples, idx, rng, crop: int, augment: bool):
     """(inputs (B, 4, S, S), targets (B, 1, S, S), judge slices (B, C, S, S) or None)."""
     ctx = stack.judge.context if stack.judge is not None else 0
+    divisor = math.lcm(2 ** ARCH["depth"], stack.judge.divisor if stack.judge else 1)
     xs, ts, js = [], [], []
     secs = stack.sections
     for n in idx:
         x, z = samples[n]
         h, w = x.shape[1:]
-        s = min(crop, h, w)
+        s = min(crop, h, w) // divisor * divisor  # both networks need whole multiples
+        if s == 0:
+            raise VemcellError(f"{stack.name}: sections smaller than {divisor} pixels.")
         y0, x0 = rng.integers(h - s + 1), rng.integers(w - s + 1)
         sl = (slice(y0, y0 + s), slice(x0, x0 + s))
         xi = x[:, sl[0], sl[1]].astype(np.float32)
