@@ -113,7 +113,8 @@ def refiner_input(
 def _padded(x: np.ndarray, divisor: int) -> np.ndarray:
     h, w = x.shape[-2:]
     ph, pw = -(-h // divisor) * divisor - h, -(-w // divisor) * divisor - w
-    return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode="reflect" if min(h, w) > 1 else "edge")
+    mode = "reflect" if ph < h and pw < w else "edge"  # reflect needs the pad inside the image
+    return np.pad(x, ((0, 0), (0, ph), (0, pw)), mode=mode)
 
 
 class Refiner:
