@@ -109,6 +109,15 @@ def test_flow_recovers_a_moving_edge_better_than_linear():
         assert err["flow"] < 0.5 * err["nearest"], err
 
 
+@pytest.mark.parametrize("method", ["flow", "learned"])
+def test_sections_too_small_for_optical_flow_blend_linearly(method):
+    kept = (np.random.default_rng(0).random((3, 3, 5)) * 255).astype(np.uint8)
+    out = sparse.reconstruct(kept, 2, method, voxel_size_nm=(40.0, 20.0, 20.0))
+    assert out.shape == (5, 3, 5) and np.array_equal(out[::2], kept)
+    if method == "flow":
+        assert np.abs(out.astype(int) - sparse.reconstruct(kept, 2, "linear")).max() <= 1
+
+
 def test_flow_on_still_sections_changes_nothing():
     a = _blobs(1, 32)[0]
     out = sparse.reconstruct(np.stack([a, a]), 4, "flow")

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+MIN_FLOW_SIDE = 12  # OpenCV's DIS needs an image at least this wide or high
+
 
 def robust_range(arr: np.ndarray) -> tuple[float, float]:
     """Robust grey range (0.5–99.5 percentiles of a subsample) for the 8-bit flow copies."""
@@ -45,7 +47,10 @@ class FlowMaker:
         return u8
 
     def __call__(self, a8: np.ndarray, b8: np.ndarray) -> np.ndarray:
-        """Flow (H, W, 2; x, y) with a(p) ≈ b(p + flow(p))."""
+        """Flow (H, W, 2; x, y) with a(p) ≈ b(p + flow(p)); none on sections too small for DIS
+        (under 12 pixels both ways), which then blend like ``linear``."""
+        if max(a8.shape) < MIN_FLOW_SIDE:
+            return np.zeros((*a8.shape, 2), np.float32)
         return self.dis.calc(a8, b8, None)
 
 
