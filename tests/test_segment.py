@@ -505,3 +505,13 @@ def test_the_default_model_runs_its_int8_weights_on_cpus(monkeypatch):
     assert card.int8_path is not None and card.int8_path.parent == card.onnx_path.parent
     assert segment.Segmenter(card, threads=1).precision == "int8"
     assert segment.Segmenter(card, threads=1, precision="fp32").precision == "fp32"
+
+
+def test_piece_sizes_counts_slab_by_slab_like_bincount():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(1)
+    pieces, n = ndimage.label(rng.random((17, 12, 9)) > 0.6)
+    expect = np.bincount(pieces.ravel(), minlength=n + 1)
+    for chunk in (1, 100, 108, 10_000):  # under a slab, a slab, whole slabs, everything
+        assert np.array_equal(segment.piece_sizes(pieces, n, chunk_voxels=chunk), expect)
