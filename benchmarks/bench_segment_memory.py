@@ -37,12 +37,16 @@ def measure(n: int, threads: int) -> dict:
     phases: dict[str, float] = {}
     originals = {name: getattr(seg_mod, name) for name in PHASES}
 
+    overall = [0]  # the whole call's peak: each phase resets tracemalloc's, so keep it here
+
     def traced(name, fn):
         def run(*args, **kwargs):
-            start, _ = tracemalloc.get_traced_memory()
+            start, before = tracemalloc.get_traced_memory()
+            overall[0] = max(overall[0], before)
             tracemalloc.reset_peak()
             out = fn(*args, **kwargs)
             _, peak = tracemalloc.get_traced_memory()
+            overall[0] = max(overall[0], peak)
             phases[name] = max(phases.get(name, 0.0), (peak - start) / image.size)
             return out
 
@@ -55,7 +59,7 @@ def measure(n: int, threads: int) -> dict:
         t0 = time.perf_counter()
         seg_mod.segment(vol, card, segmenter=segmenter)
         seconds = time.perf_counter() - t0
-        _, peak = tracemalloc.get_traced_memory()
+        peak = max(overall[0], tracemalloc.get_traced_memory()[1])
     finally:
         tracemalloc.stop()
         for name, fn in originals.items():

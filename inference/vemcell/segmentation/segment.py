@@ -447,7 +447,7 @@ def segment_volume(
             tta=tta,
         )
         labels = np.empty(image.shape, np.uint8)
-        step = max(1, (1 << 24) // max(1, image.shape[1] * image.shape[2]))
+        step = max(1, (1 << 22) // max(1, image.shape[1] * image.shape[2]))  # int64 argmax: 32 MB
         for z0 in range(0, image.shape[0], step):
             labels[z0 : z0 + step] = acc[:, z0 : z0 + step].argmax(axis=0)
         del acc
