@@ -244,11 +244,10 @@ def restore_sparse(
     sparse.check_sparse_spacing(vol.voxel_size_nm)
     sparse.check_memory(vol.shape, k, vol.data.dtype.itemsize, extra_bytes_per_voxel=40.0)
     shape_result = None
-    method = opt.sparse_method if opt.sparse_route == "image" else "linear"
-    if method == sparse.AUTO:
-        from vemcell.sparse.learned import default_method
+    from vemcell.sparse.learned import resolve_method
 
-        method = default_method(vol.voxel_size_nm, k, card.name)
+    method = opt.sparse_method if opt.sparse_route == "image" else "linear"
+    method = resolve_method(method, vol.voxel_size_nm, k, card.name)
     if opt.sparse_route == "shape":
         with timer("segment"), prog.stage("segment", f"segmenting every {k}-th section"):
             labels, shape_result = sparse.shape_route(

@@ -40,15 +40,6 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _learned_name(method: str, model: str | None, voxel: tuple, k: int) -> str | None:
-    """The restoration model a ``learned`` run used (for the output's metadata)."""
-    if method != "learned":
-        return None
-    from vemcell.sparse.learned import default_model
-
-    return model or default_model(voxel, k)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("volume", help="the sparse stack: TIFF, folder of slices, MRC or Zarr")
     p.add_argument("--out", required=True, help="TIFF stack to write")
@@ -83,11 +74,9 @@ def run(args: argparse.Namespace) -> int:
             f"the {min(voxel[1:]):g} nm pixels.",
             file=sys.stderr,
         )
-    method = args.method
-    if method == sparse.AUTO:
-        from vemcell.sparse.learned import default_method
+    from vemcell.sparse.learned import model_used, resolve_method
 
-        method = default_method(vol.voxel_size_nm, k)
+    method = resolve_method(args.method, vol.voxel_size_nm, k)
     t0 = time.perf_counter()
     with prog.stage("reconstruct", f"restoring sections ({method}, factor {k})"):
         full = sparse.reconstruct(
@@ -104,7 +93,9 @@ def run(args: argparse.Namespace) -> int:
         "source": vol.path,
         "factor": k,
         "method": method,
-        "learned_model": _learned_name(method, args.learned_model, vol.voxel_size_nm, k),
+        "learned_model": (
+            model_used(args.learned_model, vol.voxel_size_nm, k) if method == "learned" else None
+        ),
         "kept_sections": f"every {k}-th, from section 0",
         "source_voxel_size_nm_zyx": list(vol.voxel_size_nm),
         "seconds": round(seconds, 3),

@@ -27,7 +27,7 @@ from vemcell.io.volumes import Volume
 from vemcell.progress import advance
 from vemcell.sparse.core import IMAGE_METHODS, check_factor, check_sections
 from vemcell.sparse.image import reconstruct
-from vemcell.sparse.learned import default_model
+from vemcell.sparse.learned import model_used
 from vemcell.sparse.shape import shape_interpolate
 
 FORMAT = "vemcell-sparse-eval/1"
@@ -245,7 +245,7 @@ def sparse_eval(
             t_restore = time.perf_counter() - t0
             row: dict[str, Any] = {"route": "image", "method": m}
             if m == "learned":
-                row["model"] = str((learned_models or {}).get(k) or default_model(sparse_voxel, k))
+                row["model"] = model_used((learned_models or {}).get(k), sparse_voxel, k)
             if facts is not None:
                 row[m] = facts
             row.update(_image_scores(full, restored, k, data_range))

@@ -18,7 +18,6 @@ import numpy as np
 from vemcell.errors import VemcellError
 from vemcell.progress import advance
 from vemcell.sparse.core import (
-    AUTO,
     IMAGE_METHODS,
     METHODS,
     cast_to,
@@ -27,6 +26,7 @@ from vemcell.sparse.core import (
     output_sections,
 )
 from vemcell.sparse.flow import FlowMaker, PairFlow, robust_range
+from vemcell.sparse.learned import LearnedBetween, resolve_method
 
 
 def interpolate_pair(
@@ -69,18 +69,9 @@ def reconstruct(
     ``voxel_size_nm``, the sparse stack's; :mod:`vemcell.sparse.learned`).
     """
     k = check_factor(factor)
-    if method == AUTO:
-        from vemcell.sparse.learned import default_method
-
-        method = default_method(voxel_size_nm, k)
+    method = resolve_method(method, voxel_size_nm, k)
     if method not in IMAGE_METHODS:
         raise VemcellError(f"Unknown method {method!r}; choose one of {', '.join(IMAGE_METHODS)}.")
-    if method == "learned":
-        from vemcell.sparse.learned import restore_learned
-
-        return restore_learned(
-            volume_array, k, model, progress=progress, out=out, voxel_size_nm=voxel_size_nm
-        )
     arr = np.asarray(volume_array)
     if arr.ndim != 3:
         raise VemcellError(f"Restoring sections needs a 3D (Z, Y, X) stack, not shape {arr.shape}.")
@@ -91,11 +82,18 @@ def reconstruct(
         out = np.empty(shape, arr.dtype)
     elif out.shape != shape or out.dtype != arr.dtype:
         raise VemcellError(f"The output array must be {shape} {arr.dtype}.")
-    fm = FlowMaker(*robust_range(arr)) if method == "flow" else None
+    if method == "learned":
+        between = LearnedBetween(arr, k, model, voxel_size_nm)
+    else:
+        fm = FlowMaker(*robust_range(arr)) if method == "flow" else None
+
+        def between(a: np.ndarray, b: np.ndarray, ts: list[float]) -> list[np.ndarray]:
+            return interpolate_pair(a, b, ts, method, fm)
+
     ts = [j / k for j in range(1, k)]
     for i in range(n - 1):
         out[i * k] = arr[i]
-        for j, sec in enumerate(interpolate_pair(arr[i], arr[i + 1], ts, method, fm), start=1):
+        for j, sec in enumerate(between(arr[i], arr[i + 1], ts), start=1):
             out[i * k + j] = cast_to(sec, arr.dtype)
         advance(progress, (i + 1) / (n - 1), f"sections {i + 1}/{n - 1} ({method})")
     out[(n - 1) * k] = arr[n - 1]

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from vemcell.errors import VemcellError
-from vemcell.progress import advance
-from vemcell.sparse.core import cast_to, check_factor, check_sections, output_sections
+from vemcell.sparse.core import AUTO
 from vemcell.sparse.flow import FlowMaker, PairFlow, robust_range
 
 CARD_FORMAT = "vemcell-zinterp/1"
@@ -94,6 +93,23 @@ def default_method(
     return "learned" if card.get("default") is True and served else "flow"
 
 
+def resolve_method(
+    method: str,
+    voxel_size_nm: tuple[float, float, float] | None,
+    factor: int,
+    segmentation_model: str | None = None,
+) -> str:
+    """``method`` as given, or for ``auto`` the one :func:`default_method` picks."""
+    return default_method(voxel_size_nm, factor, segmentation_model) if method == AUTO else method
+
+
+def model_used(
+    model: str | os.PathLike | None, voxel_size_nm: tuple[float, float, float] | None, factor: int
+) -> str:
+    """The restoration model the learned method runs with: the one given, or the shipped one."""
+    return str(model) if model else default_model(voxel_size_nm, factor)
+
+
 def refiner_input(
     pair: PairFlow, a: np.ndarray, b: np.ndarray, t: float, lo: float, hi: float
 ) -> np.ndarray:
@@ -160,42 +176,27 @@ class Refiner:
         return out
 
 
-def restore_learned(
-    volume_array: np.ndarray,
-    factor: int,
-    model: str | os.PathLike | None = None,
-    progress: Any = None,
-    threads: int | None = None,
-    out: np.ndarray | None = None,
-    voxel_size_nm: tuple[float, float, float] | None = None,
-) -> np.ndarray:
-    """Restore ``(n - 1)·K + 1`` sections with the restoration network (see the module text).
+class LearnedBetween:
+    """The sections between two kept ones by the restoration network, for
+    :func:`vemcell.sparse.image.reconstruct`: ``(a, b, ts) -> [float32 section per t]``."""
 
-    Kept sections stay bit for bit; the dtype is kept. ``voxel_size_nm`` (of the sparse
-    stack) picks the shipped model when ``model`` is None.
-    """
-    k = check_factor(factor)
-    arr = np.asarray(volume_array)
-    if arr.ndim != 3:
-        raise VemcellError(f"Restoring sections needs a 3D (Z, Y, X) stack, not shape {arr.shape}.")
-    n = arr.shape[0]
-    check_sections(n)
-    refine = Refiner(model, threads, voxel_size_nm, k)
-    shape = (output_sections(n, k), *arr.shape[1:])
-    if out is None:
-        out = np.empty(shape, arr.dtype)
-    elif out.shape != shape or out.dtype != arr.dtype:
-        raise VemcellError(f"The output array must be {shape} {arr.dtype}.")
-    lo, hi = robust_range(arr)
-    fm = FlowMaker(lo, hi)
-    for i in range(n - 1):
-        a, b = arr[i].astype(np.float32), arr[i + 1].astype(np.float32)
-        out[i * k] = arr[i]
-        pair = PairFlow(a, b, fm)
-        for j in range(1, k):
-            x = refiner_input(pair, a, b, j / k, lo, hi)
-            restored = (x[0] + refine(x)) * (hi - lo) + lo
-            out[i * k + j] = cast_to(restored, arr.dtype)
-        advance(progress, (i + 1) / (n - 1), f"sections {i + 1}/{n - 1} (learned)")
-    out[(n - 1) * k] = arr[n - 1]
-    return out
+    def __init__(
+        self,
+        arr: np.ndarray,
+        factor: int,
+        model: str | os.PathLike | None = None,
+        voxel_size_nm: tuple[float, float, float] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        self.refine = Refiner(model, threads, voxel_size_nm, factor)
+        self.lo, self.hi = robust_range(arr)
+        self.flow_maker = FlowMaker(self.lo, self.hi)
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, ts: list[float]) -> list[np.ndarray]:
+        a, b = a.astype(np.float32), b.astype(np.float32)
+        pair = PairFlow(a, b, self.flow_maker)
+        out = []
+        for t in ts:
+            x = refiner_input(pair, a, b, t, self.lo, self.hi)
+            out.append((x[0] + self.refine(x)) * (self.hi - self.lo) + self.lo)
+        return out
