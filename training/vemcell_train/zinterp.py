@@ -160,13 +160,13 @@ def _judged(judge: SegmentationJudge, slices: torch.Tensor, centre: torch.Tensor
     return judge.logits(torch.cat([slices[:, :c], centre, slices[:, c + 1 :]], dim=1))
 
 
-def _losses(net, stack, x, t, j, seg_weight, balance=0.0):
+def _loss(net, stack, x, t, j, seg_weight, balance=0.0):
     """L1 of the grey levels + ``seg_weight`` × the judge's cross-entropy against its own
     reading of the real section, each class weighted by (its share of the batch)^-balance."""
     pred = x[:, :1] + net(x)
     l1 = torch.abs(pred - t).mean()
     if j is None or seg_weight <= 0:
-        return l1, l1, pred
+        return l1
     judge = stack.judge
     with torch.no_grad():
         p_real = torch.softmax(_judged(judge, j, t), dim=1)
@@ -174,7 +174,7 @@ def _losses(net, stack, x, t, j, seg_weight, balance=0.0):
         w = share**-balance
         w = (w / (w * share).sum()).view(1, -1, 1, 1)
     ce = -(w * p_real * torch.log_softmax(_judged(judge, j, pred), dim=1)).sum(1).mean()
-    return l1 + seg_weight * ce, l1, pred
+    return l1 + seg_weight * ce
 
 
 def _agreement(judge, j, a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
@@ -261,7 +261,7 @@ def train(
         stack = group[int(rng.integers(len(group)))]
         idx = rng.integers(len(stack.samples), size=batch)
         x, t, j = _crop_batch(stack, stack.samples, idx, rng, stack.crop, augment=True)
-        loss, _, _ = _losses(net, stack, x, t, j, seg_weight, balance)
+        loss = _loss(net, stack, x, t, j, seg_weight, balance)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -313,9 +313,14 @@ def export(net: nn.Module, path: Path, card: dict[str, Any]) -> Path:
             dynamo=False,
             do_constant_folding=True,
         )
-    with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    _write_card(path, card)
     return path
+
+
+def _write_card(onnx_path: Path, card: dict[str, Any]) -> None:
+    """The card as JSON beside its ``.onnx``, written through a temporary name."""
+    with atomic_path(onnx_path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 
 def load_stack(
@@ -348,14 +353,16 @@ def _split(stack: Stack, val_sections: int, val_crops: int, seed: int, at: str =
             f"{stack.name} has {n} sections: too few to learn gaps of {max(stack.gaps)} and "
             f"keep {size} for validation (--val-sections)."
         )
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(len(val_samples), size=val_crops)
-    return stack, _crop_batch(stack, val_samples, idx, rng, stack.crop, augment=False)
+    return _val_batch(stack, val_samples, val_crops, seed)
 
 
 def _held_out(stack: Stack, val_crops: int, seed: int):
     """A fixed validation batch from a whole stack that is not trained on."""
-    samples = build_samples(stack, (0, len(stack.sections)))
+    return _val_batch(stack, build_samples(stack, (0, len(stack.sections))), val_crops, seed)
+
+
+def _val_batch(stack: Stack, samples, val_crops: int, seed: int):
+    """(stack, a fixed batch of ``val_crops`` crops of ``samples``, unaugmented)."""
     rng = np.random.default_rng(seed)
     idx = rng.integers(len(samples), size=val_crops)
     return stack, _crop_batch(stack, samples, idx, rng, stack.crop, augment=False)
@@ -414,8 +421,7 @@ def record(model: str, reports: list[str]) -> dict[str, Any]:
         and min(all_gains) >= -TIE
         and all(np.mean(list(b.values())) > 0 for b in per_stack.values())
     )
-    with atomic_path(onnx_path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    _write_card(onnx_path, card)
     return card
 
 
