@@ -447,7 +447,7 @@ def segment_volume(
             tta=tta,
         )
         labels = np.empty(image.shape, np.uint8)
-        step = max(1, (1 << 22) // max(1, image.shape[1] * image.shape[2]))  # int64 argmax: 32 MB
+        step = slab_depth(image.shape)  # argmax gives int64: 32 MB a slab
         for z0 in range(0, image.shape[0], step):
             labels[z0 : z0 + step] = acc[:, z0 : z0 + step].argmax(axis=0)
         del acc
@@ -664,11 +664,17 @@ def parse_min_size(items: Sequence[str] | None, card: ModelCard) -> dict[str, fl
     return min_size_from_options(items, card.min_size_um3, card.class_names, f"model {card.name}")
 
 
+def slab_depth(shape: Sequence[int], voxels: int = 1 << 22) -> int:
+    """How many Z slices of a volume of ``shape`` make a slab of about ``voxels`` (at least 1):
+    for steps whose temporaries are int64, done a slab at a time instead of all at once."""
+    return max(1, voxels // max(1, math.prod(shape[1:])))
+
+
 def piece_sizes(pieces: np.ndarray, n: int, chunk_voxels: int = 1 << 22) -> np.ndarray:
     """Voxels of each label 0..n of a labelled volume, counted a slab at a time: ``bincount``
     casts its input to int64, which on the whole volume would be 8 bytes a voxel more."""
     sizes = np.zeros(n + 1, np.int64)
-    step = max(1, chunk_voxels // max(1, math.prod(pieces.shape[1:])))
+    step = slab_depth(pieces.shape, chunk_voxels)
     for z0 in range(0, pieces.shape[0], step):
         sizes += np.bincount(pieces[z0 : z0 + step].ravel(), minlength=n + 1)
     return sizes
